@@ -1,0 +1,241 @@
+"""HSA: Heterogeneous Step Allocation (Chu & Patel, arXiv 2605.06892; our reconstruction).
+
+Steps 0 … T−1 fall into three windows:
+
+    [0, w)        warm-up: every token computed; fills the K/V cache, gives each token two velocities
+    [w, T − f)    caching window: only the tokens the allocation makes active are computed
+    [T − f, T)    final window: every token computed, so every token ends on a fresh prediction
+
+Velocity-dynamics score, refreshed whenever a token is computed (guided velocity, L1 over channels):
+
+    sₙ = ‖vₙ(now) − vₙ(prev)‖₁ / (‖vₙ(prev)‖₁ + ε)            [/ (σ_prev − σ_now) with sigma_gap]
+
+Every ``refresh_interval`` steps inside the window the remaining token-evaluation budget is
+re-solved into step divisors and staggered phases (``allocation.py``), so a token that starts to
+move is promoted. Active tokens attend over all N tokens through the per-layer K/V cache (the
+adapter's KV-cache synchronisation); inactive tokens are not computed at all.
+
+Cached Euler update: the velocity buffer V keeps each token's latest guided velocity; at every
+step *all* generated tokens advance x ← x + (σᵢ₊₁ − σᵢ)·V. For a token computed at step k and next
+at step j this telescopes into the single jump x_j = x_k + (σ_j − σ_k)·v_k.
+
+The budget b ∈ (0, 1] is a fraction of the full sampler's cost; the cost model turns it into an
+exact number of token evaluations (``cost_model.py``). At b = 1 every step is full and the sampler
+is the plain Euler sampler.
+
+CFG: both branches share one active set (a token's guided velocity needs both), each branch has
+its own K/V cache. Conditioning (frozen) tokens are computed at full steps only — as context their
+K/V stay in the cache through the caching window — and are never stepped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..adapters.base import DenoiserAdapter, TokenGrid
+from ..allocation import AllocationPlan, assign_phases, solve_divisors
+from ..cost_model import CostModel
+from ..errors import BudgetInfeasibleError, ConfigError
+from ..schedule import FlowMatchSchedule
+from .base import (
+    Conditioning,
+    GuidedDenoiser,
+    SampleResult,
+    StepCallback,
+    StepStats,
+    Stopwatch,
+    sigma_input,
+    validate_inputs,
+)
+
+_CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class HSAConfig:
+    """Every choice the paper leaves open to us, with its default.
+
+    warmup_fraction: share of the T steps run full at the start; w = max(2, round(fraction·T)) so
+        every token has two velocities before it is scored.
+    final_fraction: share of the T steps run full at the end; f = max(1, round(fraction·T)).
+    divisors: the step divisors d a token can get (active every d-th step).
+    refresh_interval: steps between re-allocations inside the caching window.
+    rate_exponent: α in rate ∝ score^α (½ minimises Σ score·divisor under the budget).
+    score_normalization: "sigma_gap" divides the relative velocity change by the σ distance between
+        the two evaluations (a change per unit of σ, comparable across divisors); "none" does not.
+    stagger_phases: spread each divisor group over its phases for a steady per-step load.
+    kv_cache_dtype: dtype of cached K/V ("float32", "bfloat16", "float16"); None keeps the model's.
+    score_eps: ε in the score's denominator.
+    """
+
+    warmup_fraction: float = 0.1
+    final_fraction: float = 0.05
+    divisors: tuple[int, ...] = (1, 2, 4, 8, 16)
+    refresh_interval: int = 8
+    rate_exponent: float = 0.5
+    score_normalization: Literal["sigma_gap", "none"] = "sigma_gap"
+    stagger_phases: bool = True
+    kv_cache_dtype: str | None = None
+    score_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_fraction", "final_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        if not self.divisors or any(not isinstance(d, int) or d < 1 for d in self.divisors):
+            raise ConfigError(f"divisors must be integers ≥ 1, got {self.divisors!r}")
+        if len(set(self.divisors)) != len(self.divisors):
+            raise ConfigError(f"divisors must be distinct, got {self.divisors!r}")
+        if self.refresh_interval < 1:
+            raise ConfigError(f"refresh_interval must be ≥ 1, got {self.refresh_interval!r}")
+        if self.rate_exponent < 0:
+            raise ConfigError(f"rate_exponent must be ≥ 0, got {self.rate_exponent!r}")
+        if self.score_normalization not in ("sigma_gap", "none"):
+            raise ConfigError(f"score_normalization must be 'sigma_gap' or 'none', got {self.score_normalization!r}")
+        if self.kv_cache_dtype is not None and self.kv_cache_dtype not in _CACHE_DTYPES:
+            raise ConfigError(f"kv_cache_dtype must be one of {sorted(_CACHE_DTYPES)} or None")
+
+    def windows(self, steps: int) -> tuple[int, int]:
+        """(w, f): full steps at the start and at the end of a T-step schedule."""
+        warmup = min(steps, max(2, round(self.warmup_fraction * steps)))
+        final = min(steps - warmup, max(1, round(self.final_fraction * steps)))
+        return warmup, final
+
+    def min_budget(self, steps: int, num_tokens: int, cost_model: CostModel | None = None,
+                   frozen_tokens: int = 0) -> float:
+        """The smallest budget this config can honour: every generated token at its slowest rate."""
+        warmup, final = self.windows(steps)
+        window = steps - warmup - final
+        evaluations = (warmup + final) * num_tokens + window * (num_tokens - frozen_tokens) / max(self.divisors)
+        return (cost_model or CostModel()).budget_for(evaluations, steps, num_tokens)
+
+
+class HSASampler:
+    """Heterogeneous Step Allocation at a budget b ∈ (0, 1]."""
+
+    name = "hsa"
+
+    def __init__(self, budget: float = 1.0, config: HSAConfig | None = None, cost_model: CostModel | None = None):
+        if not (isinstance(budget, (int, float)) and math.isfinite(budget) and 0 < budget <= 1):
+            raise ConfigError(f"budget must be in (0, 1], got {budget!r}")
+        self.budget = float(budget)
+        self.config = config or HSAConfig()
+        self.cost_model = cost_model
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        adapter: DenoiserAdapter,
+        x: torch.Tensor,
+        grid: TokenGrid,
+        conditioning: Conditioning,
+        schedule: FlowMatchSchedule,
+        frozen: torch.Tensor | None = None,
+        callback: StepCallback | None = None,
+    ) -> SampleResult:
+        validate_inputs(x, grid, frozen)
+        config, cost_model = self.config, self.cost_model or CostModel()
+        steps, num_tokens = schedule.steps, grid.num_tokens
+        device = x.device
+        generated = torch.arange(num_tokens, device=device) if frozen is None else (~frozen).nonzero().squeeze(1)
+        num_generated = generated.numel()
+
+        warmup, final = config.windows(steps)
+        window_steps = steps - warmup - final
+        window_budget = cost_model.token_evaluations(self.budget, steps, num_tokens) - (warmup + final) * num_tokens
+        if self.budget < 1:
+            min_budget = config.min_budget(steps, num_tokens, self.cost_model, num_tokens - num_generated)
+            if self.budget < min_budget - 1e-9:
+                raise BudgetInfeasibleError(
+                    f"budget {self.budget:g} is below the minimum {min_budget:.3f} for {steps} steps with "
+                    f"{warmup} warm-up and {final} final full steps and largest divisor {max(config.divisors)}",
+                    min_budget,
+                )
+        sparse = self.budget < 1 and window_steps > 0 and window_budget < window_steps * num_generated
+        planned = [num_tokens] * steps
+        if sparse:
+            planned[warmup : steps - final] = [window_budget / window_steps] * window_steps
+
+        cache_dtype = _CACHE_DTYPES[config.kv_cache_dtype] if config.kv_cache_dtype else None
+        denoiser = GuidedDenoiser(adapter, grid, conditioning, with_kv_cache=sparse, cache_dtype=cache_dtype)
+        clock = Stopwatch(device)
+        sigmas = schedule.sigmas.tolist()
+
+        x = x.to(torch.float32).clone()  # (B, N, D)
+        initial_frozen = x[:, frozen].clone() if frozen is not None else None
+        velocity = torch.zeros_like(x)  # V: each token's latest guided velocity; 0 for frozen tokens
+        last_step = torch.full((num_tokens,), -1, dtype=torch.long, device=device)
+        last_sigma = torch.zeros(num_tokens, device=device)
+        score = torch.zeros(num_tokens, device=device)
+
+        plan: AllocationPlan | None = None
+        window_used = 0
+        stats: list[StepStats] = []
+        start = clock.now()
+        for i in range(steps):
+            step_start = clock.now()
+            in_window = sparse and warmup <= i < steps - final
+            if in_window and (i - warmup) % config.refresh_interval == 0:
+                remaining = steps - final - i
+                rate = (window_budget - window_used) / (remaining * num_generated)
+                divisors = solve_divisors(score[generated].cpu(), rate, config.divisors, config.rate_exponent)
+                most_stale_first = torch.argsort(last_step[generated].cpu(), stable=True)
+                phases = assign_phases(divisors, most_stale_first, config.stagger_phases)
+                plan = AllocationPlan(i, divisors.to(device), phases.to(device))
+
+            if in_window:
+                active = generated[plan.active_mask(i)]
+                computed = active.numel()
+                window_used += computed
+                if computed:
+                    fresh = denoiser(x[:, active], sigma_input(sigmas[i], grid.batch, None).to(device), active)
+            else:
+                active, computed = generated, num_tokens
+                fresh = denoiser(x, sigma_input(sigmas[i], grid.batch, frozen).to(device))
+                if frozen is not None:
+                    fresh = fresh[:, generated]
+
+            refreshed, drift = 0, None
+            if computed and active.numel():
+                previous = velocity[:, active]
+                change = (fresh - previous).abs().sum(-1).mean(0) / (previous.abs().sum(-1).mean(0) + config.score_eps)
+                seen = last_step[active] >= 0
+                was_skipped = seen & (last_step[active] < i - 1)
+                refreshed = int(was_skipped.sum())
+                if refreshed:
+                    drift = float(change[was_skipped].mean())
+                if config.score_normalization == "sigma_gap":
+                    change = change / (last_sigma[active] - sigmas[i]).clamp_min(1e-12)
+                score[active] = torch.where(seen, change, score[active])
+                velocity[:, active] = fresh
+                last_step[active] = i
+                last_sigma[active] = sigmas[i]
+
+            x.add_(velocity, alpha=sigmas[i + 1] - sigmas[i])  # cached Euler update of every token
+            stats.append(StepStats(i, sigmas[i], computed, refreshed, drift, clock.now() - step_start))
+            if callback is not None:
+                callback(stats[-1])
+
+        if frozen is not None:
+            x[:, frozen] = initial_frozen
+        actual = [s.active_tokens for s in stats]
+        return SampleResult(
+            tokens=x,
+            steps=stats,
+            num_tokens=num_tokens,
+            token_fraction=sum(actual) / (steps * num_tokens),
+            predicted_compute_fraction=cost_model.compute_fraction(planned, num_tokens),
+            achieved_compute_fraction=cost_model.compute_fraction(actual, num_tokens),
+            predicted_seconds=(
+                self.cost_model.predict_seconds(planned, num_tokens, denoiser.num_branches)
+                if self.cost_model is not None else None
+            ),
+            seconds=clock.now() - start,
+            kv_cache_bytes=denoiser.kv_cache_bytes,
+            extra={"budget": self.budget, "warmup_steps": warmup, "final_steps": final, "sparse": sparse},
+        )

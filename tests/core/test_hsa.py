@@ -1,0 +1,293 @@
+"""HSA sampler invariants (HSA-METHOD.md): budget accounting, staggering, cached Euler, frozen tokens."""
+
+import math
+
+import pytest
+import torch
+
+from hsa_core import (
+    BudgetInfeasibleError,
+    Conditioning,
+    ConfigError,
+    CostModel,
+    EulerSampler,
+    FlowMatchSchedule,
+    HSAConfig,
+    HSASampler,
+    TokenGrid,
+)
+from hsa_core.adapters.analytic import GaussianFlowAdapter
+
+
+class Recorder:
+    """Wraps an adapter and records every call: which tokens, at which σ, what velocity came back."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.calls = []
+
+    def __getattr__(self, name):
+        return getattr(self.adapter, name)
+
+    def velocity(self, x, sigma, branch, active=None, kv_cache=None):
+        out = self.adapter.velocity(x, sigma, branch, active=active, kv_cache=kv_cache)
+        index = torch.arange(x.shape[1]) if active is None else active.clone()
+        self.calls.append((index, float(sigma.flatten()[0]), out.clone()))
+        return out
+
+
+def gaussian_job(num_tokens=4096, dim=4, seed=0):
+    """Heterogeneous closed-form flow: a quarter of the tokens straight (s = 0), the rest curved."""
+    generator = torch.Generator().manual_seed(seed)
+    mean = torch.randn(1, num_tokens, dim, generator=generator)
+    std = torch.rand(1, num_tokens, 1, generator=generator) * 3
+    std[:, : num_tokens // 4] = 0
+    adapter = GaussianFlowAdapter(mean, std)
+    grid = TokenGrid((1, dim, 1, 1, num_tokens), (1, 1, 1))
+    noise = torch.randn(1, num_tokens, dim, generator=generator)
+    return adapter, grid, noise, Conditioning(torch.ones(1))
+
+
+@pytest.mark.parametrize("budget", [0.75, 0.5, 0.25])
+def test_token_evaluations_meet_the_budget_within_two_percent(budget):
+    adapter, grid, noise, conditioning = gaussian_job()
+    result = HSASampler(budget).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+    measured = adapter.evaluated_tokens / (40 * grid.num_tokens)  # counted by the model, not the sampler
+    assert measured == pytest.approx(result.token_fraction)
+    assert abs(measured - budget) <= 0.02 * budget
+    assert abs(result.achieved_compute_fraction - budget) <= 0.02 * budget
+
+
+@pytest.mark.parametrize("budget", [0.75, 0.5, 0.25])
+def test_token_evaluations_meet_the_budget_on_the_wan_model(wan_adapter, job, budget):
+    grid = wan_adapter.token_grid(job["latents"].shape)
+    rows = []
+    hook = wan_adapter.transformer.blocks[0].ffn.register_forward_hook(lambda m, a, o: rows.append(a[0].shape[1]))
+    conditioning = Conditioning(job["prompt"], job["negative"], guidance_scale=4.0)
+    HSASampler(budget).sample(wan_adapter, grid.patchify(job["latents"]), grid, conditioning, FlowMatchSchedule(40))
+    hook.remove()
+    measured = sum(rows) / 2 / (40 * grid.num_tokens)  # two CFG branches share the active set
+    assert abs(measured - budget) <= 0.02 * budget
+
+
+@pytest.mark.parametrize("budget", [0.75, 0.5, 0.25])
+def test_active_counts_are_staggered_inside_the_caching_window(budget):
+    adapter, grid, noise, conditioning = gaussian_job()
+    config = HSAConfig()
+    result = HSASampler(budget, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+    warmup, final = config.windows(40)
+    counts = torch.tensor([s.active_tokens for s in result.steps[warmup : 40 - final]], dtype=torch.float64)
+    assert counts.max() / counts.mean() <= 1.25
+    assert all(s.active_tokens == grid.num_tokens for s in result.steps[:warmup] + result.steps[40 - final :])
+
+
+def test_without_staggering_the_load_bursts():
+    """The ablation shows the staggering test above can fail."""
+    adapter, grid, noise, conditioning = gaussian_job()
+    config = HSAConfig(stagger_phases=False)
+    result = HSASampler(0.25, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+    warmup, final = config.windows(40)
+    counts = torch.tensor([s.active_tokens for s in result.steps[warmup : 40 - final]], dtype=torch.float64)
+    assert counts.max() / counts.mean() > 2
+
+
+def test_skipped_steps_then_one_jump_equal_the_cached_euler_steps():
+    """Each token's final state is x₁ + Σ_evaluations (σ_next_eval − σ_eval)·v_eval — one jump per gap."""
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=256)
+    recorder = Recorder(adapter)
+    schedule = FlowMatchSchedule(40)
+    result = HSASampler(0.3).sample(recorder, noise, grid, conditioning, schedule)
+
+    sigma_index = {float(s): i for i, s in enumerate(schedule.sigmas.tolist())}
+    evaluations = [[] for _ in range(grid.num_tokens)]  # per token: (step, velocity)
+    for index, sigma, velocity in recorder.calls:
+        for row, token in enumerate(index.tolist()):
+            evaluations[token].append((sigma_index[sigma], velocity[0, row]))
+    sigmas = schedule.sigmas.to(torch.float64)
+    skipped_somewhere = 0
+    for token, history in enumerate(evaluations):
+        x = noise[0, token].to(torch.float64)
+        steps = [s for s, _ in history] + [schedule.steps]
+        skipped_somewhere += any(b - a > 1 for a, b in zip(steps, steps[1:]))
+        for (step, velocity), next_step in zip(history, steps[1:]):
+            x = x + (sigmas[next_step] - sigmas[step]) * velocity.to(torch.float64)
+        assert torch.allclose(result.tokens[0, token].to(torch.float64), x, atol=1e-5)
+    assert skipped_somewhere > grid.num_tokens // 2
+
+
+def test_dynamic_tokens_get_more_steps_than_static_ones():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=1024)
+    recorder = Recorder(adapter)
+    HSASampler(0.4).sample(recorder, noise, grid, conditioning, FlowMatchSchedule(40))
+    counts = torch.zeros(grid.num_tokens)
+    for index, _, _ in recorder.calls:
+        counts[index] += 1
+    straight, curved = counts[: grid.num_tokens // 4], counts[grid.num_tokens // 4 :]
+    assert curved.mean() > 1.5 * straight.mean()
+
+
+class WakingAdapter(GaussianFlowAdapter):
+    """Straight-line tokens, except that tokens [0, 64) start to swirl once σ drops below 0.5."""
+
+    def velocity(self, x, sigma, branch, active=None, kv_cache=None):
+        velocity = super().velocity(x, sigma, branch, active=active, kv_cache=kv_cache)
+        index = torch.arange(x.shape[1]) if active is None else active
+        s = float(sigma.flatten()[0])
+        if s < 0.5:
+            waking = (index < 64).to(velocity.dtype)[None, :, None]
+            velocity = velocity + waking * 5 * math.sin(40 * s)
+        return velocity
+
+
+def test_a_token_that_starts_moving_is_promoted_at_the_next_refresh():
+    generator = torch.Generator().manual_seed(0)
+    n = 512
+    adapter = WakingAdapter(torch.randn(1, n, 4, generator=generator), torch.zeros(1, n, 1))
+    recorder = Recorder(adapter)
+    grid = TokenGrid((1, 4, 1, 1, n), (1, 1, 1))
+    schedule = FlowMatchSchedule(40, shift=1.0)  # σ = 0.5 at step 20, mid-window
+    HSASampler(0.35).sample(recorder, torch.randn(1, n, 4, generator=generator), grid, Conditioning(torch.ones(1)), schedule)
+    warmup, final = HSAConfig().windows(40)
+    early = torch.zeros(n)
+    late = torch.zeros(n)
+    for index, sigma, _ in recorder.calls:
+        step = schedule.sigmas.tolist().index(sigma)
+        if warmup <= step < 40 - final:
+            (early if sigma >= 0.5 else late)[index] += 1
+    early_steps = sum(1 for s in schedule.sigmas[warmup : 40 - final].tolist() if s >= 0.5)
+    late_steps = (40 - final - warmup) - early_steps
+    waking_early_rate = early[:64].mean() / early_steps
+    waking_late_rate = late[:64].mean() / late_steps
+    calm_late_rate = late[64:].mean() / late_steps
+    assert waking_late_rate > 2 * waking_early_rate
+    assert waking_late_rate > 2 * calm_late_rate
+
+
+def test_conditioning_tokens_are_bit_identical_and_never_computed_in_the_window(wan_adapter, job):
+    grid = wan_adapter.token_grid(job["latents"].shape)
+    frozen = grid.frame_mask([0])  # Wan 2.2 TI2V: the first latent frame is the clean image
+    x = grid.patchify(job["latents"])
+    x[:, frozen] = torch.linspace(-1, 1, int(frozen.sum()) * grid.token_dim).reshape(1, -1, grid.token_dim)
+    conditioning = Conditioning(job["prompt"], job["negative"], guidance_scale=4.0)
+    recorder = Recorder(wan_adapter)
+    schedule = FlowMatchSchedule(20)
+    for sampler in (EulerSampler(), HSASampler(0.5)):
+        result = sampler.sample(recorder, x, grid, conditioning, schedule, frozen=frozen)
+        assert torch.equal(result.tokens[:, frozen], x[:, frozen])
+        assert not torch.equal(result.tokens[:, ~frozen], x[:, ~frozen])
+    hsa_calls = recorder.calls[2 * schedule.steps :]  # after Euler's calls
+    frozen_index = frozen.nonzero().squeeze(1)
+    for index, _, _ in hsa_calls:
+        if len(index) < grid.num_tokens:
+            assert not torch.isin(index, frozen_index).any()
+
+
+def test_hsa_is_close_to_the_exact_flow_on_a_closed_form_field():
+    """Sanity of the whole loop: with more budget, HSA approaches the exact ODE solution."""
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=1024)
+    exact = adapter.exact_solution(noise)
+    errors = {}
+    for budget in (0.25, 0.5, 1.0):
+        result = HSASampler(budget).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40, shift=1.0))
+        errors[budget] = (result.tokens - exact).abs().mean().item()
+    assert errors[1.0] < errors[0.5] < errors[0.25]
+    assert errors[1.0] < 0.05
+
+
+def test_euler_converges_to_the_exact_solution_at_first_order():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=64)
+    exact = adapter.exact_solution(noise)
+    error = {}
+    for steps in (20, 40, 80):
+        result = EulerSampler().sample(adapter, noise, grid, conditioning, FlowMatchSchedule(steps, shift=1.0))
+        error[steps] = (result.tokens - exact).abs().max().item()
+    assert 1.6 < error[20] / error[40] < 2.4 and 1.6 < error[40] / error[80] < 2.4
+
+
+def test_budget_after_cost_model_overhead_meets_the_compute_budget():
+    """With a per-step overhead fewer tokens are computed, so that *cost* meets the budget."""
+    adapter, grid, noise, conditioning = gaussian_job()
+    cost = CostModel(overhead=1e-3, per_token=1e-6)
+    result = HSASampler(0.5, cost_model=cost).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+    assert abs(result.achieved_compute_fraction - 0.5) <= 0.01
+    assert abs(result.predicted_compute_fraction - 0.5) <= 1e-9
+    assert result.token_fraction < 0.5
+    full = cost.predict_seconds([grid.num_tokens] * 40, grid.num_tokens)
+    assert result.predicted_seconds == pytest.approx(0.5 * full)
+
+
+def test_stats_report_drift_of_refreshed_tokens():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=512)
+    result = HSASampler(0.5).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+    refreshed = [s for s in result.steps if s.refreshed_tokens]
+    assert refreshed and all(s.velocity_drift is not None and s.velocity_drift >= 0 for s in refreshed)
+    assert result.mean_velocity_drift is not None
+    assert [s.step for s in result.steps] == list(range(40))
+
+
+def test_callback_exception_cancels_sampling():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=64)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_step_three(stats):
+        if stats.step == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        HSASampler(0.5).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40), callback=cancel_at_step_three)
+    assert adapter.evaluated_tokens == 4 * 64
+
+
+@pytest.mark.parametrize("budget", [0, -0.5, 1.01, float("nan"), float("inf"), "0.5"])
+def test_budget_outside_zero_one_is_rejected(budget):
+    with pytest.raises(ConfigError, match=r"budget must be in \(0, 1\]"):
+        HSASampler(budget)
+
+
+def test_budget_below_what_the_schedule_allows_names_the_minimum():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=64)
+    with pytest.raises(BudgetInfeasibleError, match="below the minimum 0.2") as error:
+        HSASampler(0.05).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+    assert error.value.code == "budget_infeasible"
+    assert error.value.min_budget == pytest.approx(HSAConfig().min_budget(40, 64))
+    HSASampler(error.value.min_budget).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("warmup_fraction", 1.0, "warmup_fraction"),
+        ("final_fraction", -0.1, "final_fraction"),
+        ("divisors", (), "divisors"),
+        ("divisors", (1, 0), "divisors"),
+        ("divisors", (2, 2), "distinct"),
+        ("refresh_interval", 0, "refresh_interval"),
+        ("rate_exponent", -1.0, "rate_exponent"),
+        ("score_normalization", "l2", "score_normalization"),
+        ("kv_cache_dtype", "int8", "kv_cache_dtype"),
+    ],
+)
+def test_bad_hsa_config_is_rejected(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        HSAConfig(**{field: value})
+
+
+def test_guidance_without_negative_embeddings_is_rejected():
+    with pytest.raises(ConfigError, match="negative_prompt_embeds"):
+        Conditioning(torch.zeros(1, 2, 3), guidance_scale=5.0)
+
+
+def test_initial_tokens_of_the_wrong_shape_are_rejected(wan_adapter, job):
+    grid = wan_adapter.token_grid(job["latents"].shape)
+    with pytest.raises(ConfigError, match="initial tokens must have shape"):
+        HSASampler(0.5).sample(wan_adapter, job["latents"], grid, Conditioning(job["prompt"]), FlowMatchSchedule(4))
+
+
+def test_short_schedules_run_full_when_no_window_is_left():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=64)
+    result = HSASampler(1.0).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(3))
+    assert result.token_fraction == 1.0
+    with pytest.raises(BudgetInfeasibleError):
+        HSASampler(0.5).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(3))

@@ -1,0 +1,39 @@
+"""Layering: hsa_core stays free of web/queue code; the gateway stays free of torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def modules_after_import(package: str) -> set[str]:
+    code = f"import sys, {package}; print('\\n'.join(sys.modules))"
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return set(output.split())
+
+
+@pytest.mark.parametrize("forbidden", ["fastapi", "starlette", "celery", "redis", "boto3", "botocore", "diffusers"])
+def test_hsa_core_imports_no_service_code_or_diffusers(forbidden):
+    assert not {m for m in modules_after_import("hsa_core") if m.split(".")[0] == forbidden}
+
+
+def test_server_imports_no_torch_or_hsa_core():
+    loaded = {m.split(".")[0] for m in modules_after_import("server")}
+    assert "torch" not in loaded and "hsa_core" not in loaded
+
+
+def test_public_api_is_curated():
+    import hsa_core
+
+    assert sorted(hsa_core.__all__) == hsa_core.__all__
+    for name in hsa_core.__all__:
+        assert hasattr(hsa_core, name), name
+
+
+def test_unknown_adapter_lists_the_known_ones():
+    from hsa_core import UnknownAdapterError, get_adapter_class
+
+    with pytest.raises(UnknownAdapterError, match="unknown adapter 'ltx9'; known adapters: gaussian, wan") as error:
+        get_adapter_class("ltx9")
+    assert error.value.code == "unknown_adapter"
+    assert get_adapter_class("wan").__name__ == "WanAdapter"
