@@ -1,0 +1,73 @@
+"""MP4 and image files for clips: (F, H, W, 3) float in [0, 1] or uint8, written with PyAV (no ffmpeg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def to_uint8(clip: np.ndarray) -> np.ndarray:
+    clip = np.asarray(clip)
+    if clip.dtype == np.uint8:
+        return clip
+    return (np.clip(clip, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def upscale(clip: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of the two spatial axes (the last two before channels)."""
+    if factor == 1:
+        return clip
+    return clip.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
+def write_mp4(clip: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12) -> Path:
+    """Encode (F, H, W, 3) as H.264 in yuv420p (plays everywhere); H and W must be even."""
+    import av
+
+    frames = to_uint8(clip)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"clip must be (frames, height, width, 3), got {frames.shape}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 needs even frame sizes, got {width}×{height}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def read_mp4(path: str | Path) -> np.ndarray:
+    """Decode every frame to (F, H, W, 3) uint8."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """An image file as (H, W, 3) float32 in [0, 1], optionally resized to size×size."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if size is not None and image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def write_image(image: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(image)).save(path)
+    return path

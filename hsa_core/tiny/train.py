@@ -1,0 +1,225 @@
+"""Training of the built-in tiny model, resumable across sessions.
+
+Stage 1 trains the per-frame autoencoder on random frames of the domain and measures its latent
+statistics. Stage 2 trains the text encoder and the Wan transformer together with rectified flow:
+x_σ = (1 − σ)·x₀ + σ·ε, target v = ε − x₀, σ from a logit-normal (most samples mid-schedule, where
+layout and motion are decided), captions dropped 10% of the time for CFG, and half of the clips
+with their first latent frame held clean at σ = 0 (per-token timesteps; that frame's loss is masked)
+so the same weights do image-to-video. AdamW with warm-up and cosine decay; an EMA of the weights is
+what gets exported.
+
+The full training state (optimiser, EMA, step, data RNG) is saved beside the exported weights in
+``train_state.pt`` (not shipped); without it, ``--resume`` starts from the exported weights with a
+fresh optimiser.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .domain import render, sample_spec
+from .model import WEIGHTS_DIR, TinyConfig, TinyVideoModel
+
+
+@dataclass
+class TrainSettings:
+    out: Path = WEIGHTS_DIR
+    state: Path | None = None  # defaults to <out>/train_state.pt
+    minutes: float = 60.0  # wall-clock budget of stage 2 in this invocation
+    max_steps: int | None = None
+    batch: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    total_steps: int = 20000  # length of the cosine schedule (across resumes)
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    first_frame_probability: float = 0.5
+    autoencoder_steps: int = 800
+    autoencoder_batch: int = 32
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    threads: int = 2
+    resume: bool = False
+
+
+def batch_of_clips(rng: np.random.Generator, count: int) -> tuple[torch.Tensor, list[str]]:
+    """(B, 3, F, S, S) float clips in [0, 1] and their captions, from the training split."""
+    specs = [sample_spec(rng, "train") for _ in range(count)]
+    clips = np.stack([render(s) for s in specs])  # (B, F, S, S, 3)
+    return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous(), [s.caption for s in specs]
+
+
+AE_LR = 2e-3
+
+
+def train_autoencoder(model: TinyVideoModel, settings: TrainSettings, log) -> None:
+    ae = model.autoencoder.train()
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=AE_LR, weight_decay=0.0)
+    rng = np.random.default_rng(settings.seed + 1)
+    frames_per_clip = 4
+    start = time.perf_counter()
+    for step in range(settings.autoencoder_steps):
+        clips, _ = batch_of_clips(rng, settings.autoencoder_batch // frames_per_clip)
+        frames = clips[:, :, torch.randperm(clips.shape[2])[:frames_per_clip]]  # (b, 3, 4, S, S)
+        lr = AE_LR * 0.5 * (1 + math.cos(math.pi * step / settings.autoencoder_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        z = ae.encode(frames)
+        # the decoder must tolerate imperfect generated codes: noise at 10% of each channel's spread
+        noisy = z + 0.1 * z.detach().std(dim=(0, 2, 3, 4), keepdim=True) * torch.randn_like(z)
+        b, c, f, h, w = noisy.shape
+        decoded = (ae.decoder(noisy.transpose(1, 2).reshape(b * f, c, h, w)) + 1) / 2
+        target = frames.transpose(1, 2).reshape(b * f, 3, *frames.shape[-2:])
+        loss = F.mse_loss(decoded, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == settings.autoencoder_steps - 1:
+            log({"stage": "autoencoder", "step": step, "loss": loss.item(), "seconds": time.perf_counter() - start})
+    ae.eval()
+    with torch.no_grad():  # latent statistics for normalisation, like Wan's latents_mean / latents_std
+        ae.latents_mean.zero_()
+        ae.latents_std.fill_(1)
+        clips, _ = batch_of_clips(rng, 64)
+        z = ae.encode(clips)
+        ae.latents_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
+        ae.latents_std.copy_(z.std(dim=(0, 2, 3, 4)))
+
+
+def flow_matching_loss(model: TinyVideoModel, clips, captions, settings: TrainSettings, rng: torch.Generator):
+    with torch.no_grad():
+        x0 = model.autoencoder.encode(clips)  # (B, C, F, h, w)
+    b = x0.shape[0]
+    dropped = torch.rand(b, generator=rng) < settings.caption_dropout
+    captions = ["" if drop else c for c, drop in zip(captions, dropped.tolist())]
+    text = model.text_encoder(model.tokenizer(captions))
+
+    sigma = torch.sigmoid(torch.randn(b, generator=rng))  # logit-normal
+    noise = torch.randn(x0.shape, generator=rng)
+    s = sigma.view(b, 1, 1, 1, 1)
+    x = (1 - s) * x0 + s * noise
+    target = noise - x0
+
+    _, _, f, h, w = x0.shape
+    tokens_per_frame = (h // model.config.patch) * (w // model.config.patch)
+    first_clean = torch.rand(b, generator=rng) < settings.first_frame_probability
+    x[first_clean, :, 0] = x0[first_clean, :, 0]
+    timestep = sigma[:, None].expand(b, f * tokens_per_frame).clone()  # (B, N) per-token σ
+    timestep[first_clean, :tokens_per_frame] = 0
+    weight = torch.ones(b, 1, f, 1, 1)
+    weight[first_clean, :, 0] = 0  # no loss on frames that are given
+
+    prediction = model.transformer(
+        hidden_states=x, timestep=timestep * 1000, encoder_hidden_states=text, return_dict=False
+    )[0]
+    return ((prediction - target) ** 2 * weight).sum() / (weight.sum() * x0.shape[1] * h * w)
+
+
+def train(settings: TrainSettings) -> dict:
+    torch.set_num_threads(settings.threads)
+    out = Path(settings.out)
+    state_path = Path(settings.state or out / "train_state.pt")
+    log_path = out / "train_log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(record: dict) -> None:
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
+        with log_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), file=sys.stderr, flush=True)
+
+    state = None
+    if settings.resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model = TinyVideoModel.load(out)
+        log({"event": "resume", "from": str(state_path), "step": state["step"]})
+    elif settings.resume and (out / "tiny_config.json").exists():
+        model = TinyVideoModel.load(out)
+        log({"event": "resume", "from": str(out), "note": "no training state: fresh optimiser and EMA"})
+    else:
+        if log_path.exists():
+            log_path.unlink()
+        model = TinyVideoModel.create(TinyConfig(), seed=settings.seed)
+        log({"event": "start", "config": model.config.transformer_config()})
+        train_autoencoder(model, settings, log)
+
+    trainable = list(model.transformer.parameters()) + list(model.text_encoder.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema = [p.detach().clone() for p in trainable]
+    step, clips_seen, seconds_before = 0, 0, 0.0
+    training_info = {}
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        for target, saved in zip(trainable, state["weights"]):
+            target.data.copy_(saved)
+        ema = state["ema"]
+        step, clips_seen, seconds_before = state["step"], state["clips_seen"], state["seconds"]
+    elif settings.resume and (out / "tiny_config.json").exists():
+        training_info = json.loads((out / "tiny_config.json").read_text()).get("training", {})
+        step, clips_seen, seconds_before = (training_info.get(k, 0) for k in ("steps", "clips_seen", "seconds"))
+
+    data_rng = np.random.default_rng(settings.seed + 1000 + step)
+    torch_rng = torch.Generator().manual_seed(settings.seed + 2000 + step)
+    model.transformer.train()
+    model.text_encoder.train()
+    start = time.perf_counter()
+    last_checkpoint = last_log = start
+    smoothed = None
+    stop_step = None if settings.max_steps is None else step + settings.max_steps
+
+    def export() -> dict:
+        elapsed = seconds_before + time.perf_counter() - start
+        info = {"steps": step, "clips_seen": clips_seen, "seconds": round(elapsed, 1), "batch": settings.batch,
+                "lr": settings.lr, "total_steps": settings.total_steps, "ema_decay": settings.ema_decay}
+        exported = copy.deepcopy(model)
+        exported_params = list(exported.transformer.parameters()) + list(exported.text_encoder.parameters())
+        for target, average in zip(exported_params, ema):
+            target.data.copy_(average)
+        exported.save(out, training=info)
+        torch.save({"optimizer": optimizer.state_dict(), "weights": [p.detach() for p in trainable], "ema": ema,
+                    "step": step, "clips_seen": clips_seen, "seconds": elapsed}, state_path)
+        return info
+
+    while True:
+        elapsed_minutes = (time.perf_counter() - start) / 60
+        if elapsed_minutes >= settings.minutes or (stop_step is not None and step >= stop_step):
+            break
+        lr = settings.lr * min(1.0, (step + 1) / settings.warmup_steps)
+        progress = min(1.0, step / settings.total_steps)
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        clips, captions = batch_of_clips(data_rng, settings.batch)
+        loss = flow_matching_loss(model, clips, captions, settings, torch_rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        decay = min(settings.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - decay)
+        step += 1
+        clips_seen += settings.batch
+        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
+        if step % 25 == 0:
+            now = time.perf_counter()
+            log({"stage": "transformer", "step": step, "loss": round(loss.item(), 5),
+                 "loss_smoothed": round(smoothed, 5), "lr": lr,
+                 "clips_per_second": round(settings.batch * 25 / (now - last_log), 2)})
+            last_log = now
+        if (time.perf_counter() - last_checkpoint) / 60 >= settings.checkpoint_minutes:
+            export()
+            last_checkpoint = time.perf_counter()
+    info = export()
+    log({"event": "stop", **info})
+    return info

@@ -1,0 +1,67 @@
+"""The tiny model's parts with random init: tokenizer, text encoder, autoencoder, save/load, generate."""
+
+import numpy as np
+import pytest
+import torch
+
+from hsa_core import EulerSampler, HSASampler
+from hsa_core.tiny.model import TinyConfig, TinyVideoModel
+from hsa_core.tiny.text import BOS, PAD, UNK, Tokenizer, domain_vocabulary
+
+SMALL = TinyConfig(layers=1, heads=1, head_dim=24, text_layers=1, text_dim=16, autoencoder_width=16, steps=4)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return TinyVideoModel.create(SMALL, seed=0)
+
+
+def test_tokenizer_handles_unknown_words_case_and_length():
+    tokenizer = Tokenizer(domain_vocabulary(), max_words=5)
+    ids = tokenizer(["A RED Zebra", "", "a red circle moving left on a plain blue background"])
+    assert ids.shape == (3, 6)
+    assert ids[0, 0] == BOS and ids[0, 3] == UNK and ids[0, 4] == PAD
+    assert (ids[1, 1:] == PAD).all()
+    assert (ids[2] != PAD).all()  # truncated to 5 words
+    assert tokenizer.unknown_words("a red zebra!") == ["zebra"]
+
+
+def test_text_encoder_zeroes_rows_past_the_prompt(small_model):
+    embeds = small_model.encode_prompts(["a red circle", "gibberish 123 ☃"])
+    assert embeds.shape == (2, SMALL.max_words + 1, SMALL.text_dim)
+    assert embeds[0, 4:].abs().sum() == 0 and embeds[0, :4].abs().sum() > 0
+    assert torch.isfinite(embeds).all()
+
+
+def test_autoencoder_shapes_and_range(small_model):
+    video = torch.rand(2, 3, 4, 32, 32)
+    latents = small_model.autoencoder.encode(video)
+    assert latents.shape == (2, SMALL.latent_channels, 4, 16, 16)
+    decoded = small_model.autoencoder.decode(latents)
+    assert decoded.shape == video.shape and decoded.min() >= 0 and decoded.max() <= 1
+
+
+def test_save_and_load_round_trip(small_model, tmp_path):
+    small_model.save(tmp_path, training={"steps": 3})
+    loaded = TinyVideoModel.load(tmp_path)
+    assert loaded.config == small_model.config
+    ids = ["a blue square staying still on a plain red background"]
+    assert torch.equal(loaded.encode_prompts(ids), small_model.encode_prompts(ids))
+    for a, b in zip(loaded.transformer.state_dict().values(), small_model.transformer.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_missing_weights_say_how_to_make_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hsa-video train-tiny"):
+        TinyVideoModel.load(tmp_path)
+
+
+def test_generate_t2v_and_i2v_shapes_and_frozen_first_latent(small_model):
+    clip, result = small_model.generate("a red circle moving left on a plain blue background", EulerSampler(), steps=4)
+    assert clip.shape == (SMALL.frames, 32, 32, 3) and result.token_fraction == 1
+    image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    recorded = []
+    clip, result = small_model.generate("x", HSASampler(1.0), image=image, steps=4, callback=recorded.append)
+    assert len(recorded) == 4
+    with pytest.raises(ValueError, match="image must be"):
+        small_model.generate("x", EulerSampler(), image=np.zeros((16, 16, 3)), steps=2)
