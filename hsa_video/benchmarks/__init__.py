@@ -1,0 +1,1 @@
+"""Benchmarks that print their figures and write JSON + Markdown reports."""

@@ -1,0 +1,68 @@
+"""``hsa-video``: the project's command line.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
+modules import torch and diffusers inside ``run`` only, so ``hsa-video --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib import metadata
+
+# (command path, module, help)
+COMMANDS = [
+    (("generate",), "hsa_video.commands.generate", "generate a clip with the built-in tiny model"),
+    (("train-tiny",), "hsa_video.commands.train_tiny", "train (or resume training) the built-in tiny model"),
+    (("eval-tiny",), "hsa_video.commands.eval_tiny", "score the tiny model with the automatic checker"),
+    (("bench", "speed"), "hsa_video.benchmarks.speed", "time plain Euler vs HSA at several budgets"),
+]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hsa-video")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hsa-video",
+        description="Video diffusion transformer inference with Heterogeneous Step Allocation (HSA).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module_name, help_text in COMMANDS:
+        if len(path) == 2 and path[0] not in groups:
+            group = top.add_parser(path[0], help="run a benchmark and write its report")
+            groups[path[0]] = group.add_subparsers(dest="subcommand", metavar="BENCHMARK")
+        owner = top if len(path) == 1 else groups[path[0]]
+        sub = owner.add_parser(path[-1], help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(sub)
+        sub.set_defaults(module=module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "module"):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    from hsa_core import HSAError
+
+    try:
+        return importlib.import_module(args.module).run(args)
+    except HSAError as error:
+        print(f"hsa-video: error [{error.code}]: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as error:
+        print(f"hsa-video: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

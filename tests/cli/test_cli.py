@@ -1,0 +1,57 @@
+"""The installed ``hsa-video`` entry point, run as users run it."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+EXE = shutil.which("hsa-video") or f"{sys.executable} -m hsa_video.cli"
+
+
+def hsa_video(*args, check=True):
+    return subprocess.run([*EXE.split(), *args], capture_output=True, text=True, check=check, timeout=600)
+
+
+def test_help_lists_the_commands():
+    out = hsa_video("--help").stdout
+    for command in ("generate", "train-tiny", "eval-tiny", "bench"):
+        assert command in out
+    assert "speed" in hsa_video("bench", "--help").stdout
+
+
+def test_version():
+    assert hsa_video("--version").stdout.startswith("hsa-video ")
+
+
+def test_bench_speed_writes_its_report_in_the_documented_shape(tmp_path):
+    result = hsa_video(
+        "bench", "speed", "--frames", "2", "--height", "8", "--width", "8", "--layers", "1", "--heads", "1",
+        "--head-dim", "24", "--text-tokens", "4", "--steps", "20", "--repeats", "1", "--budgets", "1.0", "0.05",
+        "--out", str(tmp_path),
+    )
+    report = json.loads((tmp_path / "hsa_speed.json").read_text())
+    assert report["tokens"] == 2 * 4 * 4 and report["steps"] == 20
+    methods = [(r["method"], r["budget"]) for r in report["results"]]
+    assert methods == [("euler", 1.0), ("hsa", 1.0), ("hsa", 0.05)]
+    for row in report["results"][:2]:
+        assert set(row) >= {"method", "budget", "seconds_median", "time_fraction", "token_fraction"}
+    assert report["results"][0]["time_fraction"] == 1.0
+    assert "below the minimum budget" in report["results"][2]["skipped"]
+    assert "| euler | 1 |" in (tmp_path / "hsa_speed.md").read_text()
+    assert "| euler | 1 |" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "speed", "--height", "7", "--repeats", "1"], "error [invalid_grid]: latent height 7"),
+        (["generate", "--prompt", "x", "--budget", "1.5"], r"error [invalid_config]: budget must be in (0, 1]"),
+        (["generate", "--prompt", "x", "--weights", "/nonexistent"], "no tiny-model weights in /nonexistent"),
+    ],
+)
+def test_user_errors_are_one_clear_line_and_exit_2(args, message):
+    result = hsa_video(*args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
