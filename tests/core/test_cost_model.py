@@ -79,3 +79,20 @@ def test_calibration_measures_the_cost_of_active_tokens():
     cost = calibrate(adapter, grid, torch.ones(1), active_fractions=(1.0, 0.5, 0.25), repeats=1)
     assert cost.token_cost(n) == pytest.approx(2e-3, rel=0.5)  # sleeps are lower bounds; noise only adds
     assert adapter.evaluated_tokens == n + n + n // 2 + n // 4  # fill + one timed forward per fraction
+
+
+class ConstantTimeAdapter(GaussianFlowAdapter):
+    """Costs the same whatever the active tokens: nothing for a slope to measure."""
+
+    def velocity(self, x, sigma, branch, active=None, kv_cache=None):
+        time.sleep(0.01 if x.shape[1] > 16 else 0.012)  # fewer tokens, *more* time: a negative slope
+        return super().velocity(x, sigma, branch, active=active, kv_cache=kv_cache)
+
+
+def test_calibration_falls_back_to_proportional_cost_when_noise_hides_the_slope():
+    n = 64
+    grid = TokenGrid((1, 2, 1, 1, n), (1, 1, 1))
+    cost = calibrate(ConstantTimeAdapter(torch.zeros(1, n, 2), torch.ones(1, n, 1)), grid, torch.ones(1),
+                     active_fractions=(1.0, 0.5, 0.125), repeats=1)
+    assert cost.overhead == 0 and cost.per_pair == 0
+    assert cost.token_cost(n) * n == pytest.approx(0.01, rel=0.5)
