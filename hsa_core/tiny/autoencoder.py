@@ -15,29 +15,31 @@ import torch
 from torch import nn
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU())
+class _Coder(nn.Module):
+    """A linear 1×1 map plus a residual conv stack: the linear path learns the colours of flat
+    regions in a few steps (a per-position PCA), the convs learn edges and patterns on top."""
+
+    def __init__(self, cin: int, cout: int, width: int):
+        super().__init__()
+        self.linear = nn.Conv2d(cin, cout, 1)
+        self.convs = nn.Sequential(
+            nn.Conv2d(cin, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, cout, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.convs(x)
 
 
 class TinyAutoencoder(nn.Module):
-    def __init__(self, latent_channels: int = 4, width: int = 32):
+    def __init__(self, latent_channels: int = 4, width: int = 64):
         super().__init__()
         self.latent_channels = latent_channels
-        self.encoder = nn.Sequential(
-            _block(3, width),
-            nn.Conv2d(width, width, 4, stride=2, padding=1), nn.SiLU(),  # 16×16
-            _block(width, width),
-            _block(width, width),
-            nn.Conv2d(width, latent_channels, 3, padding=1),
-        )
-        self.decoder = nn.Sequential(
-            nn.Conv2d(latent_channels, width, 3, padding=1), nn.SiLU(),
-            _block(width, width),
-            _block(width, width),
-            nn.Upsample(scale_factor=2, mode="nearest"), _block(width, width),  # 32×32
-            _block(width, width),
-            nn.Conv2d(width, 3, 3, padding=1),
-        )
+        # 2×2 pixel blocks become 12 channels losslessly; all learned work happens at 16×16
+        self.encoder = nn.Sequential(nn.PixelUnshuffle(2), _Coder(12, latent_channels, width))
+        self.decoder = nn.Sequential(_Coder(latent_channels, 12, width), nn.PixelShuffle(2))
         self.register_buffer("latents_mean", torch.zeros(latent_channels))
         self.register_buffer("latents_std", torch.ones(latent_channels))
 

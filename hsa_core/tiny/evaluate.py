@@ -34,11 +34,11 @@ class EvalSettings:
 
 
 def prompt_set(count: int, held_out_fraction: float, seed: int) -> list[ClipSpec]:
+    """``count`` prompts, the held-out ones spread evenly through the list."""
     rng = np.random.default_rng(seed)
     held_out = round(count * held_out_fraction)
-    return [sample_spec(rng, "held_out") for _ in range(held_out)] + [
-        sample_spec(rng, "train") for _ in range(count - held_out)
-    ]
+    marks = {round(i * count / held_out) for i in range(held_out)} if held_out else set()
+    return [sample_spec(rng, "held_out" if i in marks else "train") for i in range(count)]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

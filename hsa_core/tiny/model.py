@@ -30,7 +30,7 @@ class TinyConfig:
     latent_channels: int = 4
     latent_size: int = SIZE // 2
     patch: int = 4  # latent pixels per token side
-    autoencoder_width: int = 32
+    autoencoder_width: int = 64
     text_dim: int = 64
     text_layers: int = 2
     max_words: int = 24
@@ -124,6 +124,12 @@ class TinyVideoModel:
         (directory / "tiny_config.json").write_text(
             json.dumps({"model": asdict(self.config), "training": training or {}}, indent=2) + "\n"
         )
+
+    def to(self, device: str | torch.device) -> "TinyVideoModel":
+        for module in (self.autoencoder, self.text_encoder, self.transformer):
+            module.to(device)
+        self._adapter = None  # the adapter caches weights on the old device
+        return self
 
     @property
     def adapter(self):

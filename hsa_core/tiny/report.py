@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 
+# the floor for a useful ruler: checker accuracy at 40 full steps
+ACCEPTANCE = {"color": 0.9, "background": 0.9, "background_kind": 0.8, "direction": 0.6}
+
+
 def write_training_report(weights: Path, evaluation: dict | None = None) -> None:
     weights = Path(weights)
     records = [json.loads(line) for line in (weights / "train_log.jsonl").read_text().splitlines() if line]
@@ -63,7 +67,7 @@ def _model_card(meta: dict, transformer: list[dict], autoencoder: list[dict], ev
         "## Architecture",
         f"- Autoencoder: per-frame conv, 32×32×3 ↔ {model['latent_size']}×{model['latent_size']}×"
         f"{model['latent_channels']}, latents normalised per channel.",
-        f"- Text encoder: {len(model['vocabulary'])}-word vocabulary, {model['text_dim']}-d embeddings, "
+        f"- Text encoder: {len(model['vocabulary'])}-token vocabulary (3 special), {model['text_dim']}-d embeddings, "
         f"{model['text_layers']} transformer layers; unknown words → <unk>.",
         f"- Denoiser: diffusers `WanTransformer3DModel`, {model['layers']} layers, width {width} "
         f"({model['heads']} heads × {model['head_dim']}), patch 1×{model['patch']}×{model['patch']} → "
@@ -93,4 +97,13 @@ def _model_card(meta: dict, transformer: list[dict], autoencoder: list[dict], ev
         lines.append(f"- Step sensitivity: PSNR vs 40 steps: 10 steps {sensitivity['10_vs_40']} dB, "
                      f"20 steps {sensitivity['20_vs_40']} dB")
         lines.append("- Full report: docs/benchmarks/tiny_model.md")
+        short = [f"{mode.upper()} {name} {evaluation[mode]['accuracy'][name]:.2f} < {target}"
+                 for mode in ("t2v", "i2v") for name, target in ACCEPTANCE.items()
+                 if evaluation[mode]["accuracy"][name] < target]
+        lines += ["", "## Limitations", ""]
+        if short:
+            lines.append("Below the project's acceptance targets (train longer: `hsa-video train-tiny --resume`): "
+                         + "; ".join(short) + ".")
+        else:
+            lines.append("Meets the project's acceptance targets for colour, background and direction.")
     return "\n".join(lines) + "\n"

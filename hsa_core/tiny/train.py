@@ -50,6 +50,7 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     resume: bool = False
+    device: str = "cpu"  # "cuda" trains on a GPU; weights are always exported on the CPU
 
 
 def batch_of_clips(rng: np.random.Generator, count: int) -> tuple[torch.Tensor, list[str]]:
@@ -70,6 +71,7 @@ def train_autoencoder(model: TinyVideoModel, settings: TrainSettings, log) -> No
     start = time.perf_counter()
     for step in range(settings.autoencoder_steps):
         clips, _ = batch_of_clips(rng, settings.autoencoder_batch // frames_per_clip)
+        clips = clips.to(settings.device)
         frames = clips[:, :, torch.randperm(clips.shape[2])[:frames_per_clip]]  # (b, 3, 4, S, S)
         lr = AE_LR * 0.5 * (1 + math.cos(math.pi * step / settings.autoencoder_steps))
         for group in optimizer.param_groups:
@@ -91,7 +93,7 @@ def train_autoencoder(model: TinyVideoModel, settings: TrainSettings, log) -> No
         ae.latents_mean.zero_()
         ae.latents_std.fill_(1)
         clips, _ = batch_of_clips(rng, 64)
-        z = ae.encode(clips)
+        z = ae.encode(clips.to(settings.device))
         ae.latents_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
         ae.latents_std.copy_(z.std(dim=(0, 2, 3, 4)))
 
@@ -102,21 +104,22 @@ def flow_matching_loss(model: TinyVideoModel, clips, captions, settings: TrainSe
     b = x0.shape[0]
     dropped = torch.rand(b, generator=rng) < settings.caption_dropout
     captions = ["" if drop else c for c, drop in zip(captions, dropped.tolist())]
-    text = model.text_encoder(model.tokenizer(captions))
+    text = model.text_encoder(model.tokenizer(captions).to(x0.device))
 
-    sigma = torch.sigmoid(torch.randn(b, generator=rng))  # logit-normal
-    noise = torch.randn(x0.shape, generator=rng)
+    device = x0.device
+    sigma = torch.sigmoid(torch.randn(b, generator=rng)).to(device)  # logit-normal
+    noise = torch.randn(x0.shape, generator=rng).to(device)
     s = sigma.view(b, 1, 1, 1, 1)
     x = (1 - s) * x0 + s * noise
     target = noise - x0
 
     _, _, f, h, w = x0.shape
     tokens_per_frame = (h // model.config.patch) * (w // model.config.patch)
-    first_clean = torch.rand(b, generator=rng) < settings.first_frame_probability
+    first_clean = (torch.rand(b, generator=rng) < settings.first_frame_probability).to(device)
     x[first_clean, :, 0] = x0[first_clean, :, 0]
     timestep = sigma[:, None].expand(b, f * tokens_per_frame).clone()  # (B, N) per-token σ
     timestep[first_clean, :tokens_per_frame] = 0
-    weight = torch.ones(b, 1, f, 1, 1)
+    weight = torch.ones(b, 1, f, 1, 1, device=device)
     weight[first_clean, :, 0] = 0  # no loss on frames that are given
 
     prediction = model.transformer(
@@ -149,10 +152,11 @@ def train(settings: TrainSettings) -> dict:
     else:
         if log_path.exists():
             log_path.unlink()
-        model = TinyVideoModel.create(TinyConfig(), seed=settings.seed)
+        model = TinyVideoModel.create(TinyConfig(), seed=settings.seed).to(settings.device)
         log({"event": "start", "config": model.config.transformer_config()})
         train_autoencoder(model, settings, log)
 
+    model.to(settings.device)
     trainable = list(model.transformer.parameters()) + list(model.text_encoder.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = [p.detach().clone() for p in trainable]
@@ -162,7 +166,7 @@ def train(settings: TrainSettings) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         for target, saved in zip(trainable, state["weights"]):
             target.data.copy_(saved)
-        ema = state["ema"]
+        ema = [average.to(settings.device) for average in state["ema"]]
         step, clips_seen, seconds_before = state["step"], state["clips_seen"], state["seconds"]
     elif settings.resume and (out / "tiny_config.json").exists():
         training_info = json.loads((out / "tiny_config.json").read_text()).get("training", {})
@@ -181,10 +185,10 @@ def train(settings: TrainSettings) -> dict:
         elapsed = seconds_before + time.perf_counter() - start
         info = {"steps": step, "clips_seen": clips_seen, "seconds": round(elapsed, 1), "batch": settings.batch,
                 "lr": settings.lr, "total_steps": settings.total_steps, "ema_decay": settings.ema_decay}
-        exported = copy.deepcopy(model)
+        exported = copy.deepcopy(model).to("cpu")
         exported_params = list(exported.transformer.parameters()) + list(exported.text_encoder.parameters())
         for target, average in zip(exported_params, ema):
-            target.data.copy_(average)
+            target.data.copy_(average.cpu())
         exported.save(out, training=info)
         torch.save({"optimizer": optimizer.state_dict(), "weights": [p.detach() for p in trainable], "ema": ema,
                     "step": step, "clips_seen": clips_seen, "seconds": elapsed}, state_path)
@@ -200,6 +204,7 @@ def train(settings: TrainSettings) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         clips, captions = batch_of_clips(data_rng, settings.batch)
+        clips = clips.to(settings.device)
         loss = flow_matching_loss(model, clips, captions, settings, torch_rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--autoencoder-steps", type=int, default=800)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help='"cuda" to train on a GPU (default cpu)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
             autoencoder_steps=args.autoencoder_steps,
             threads=args.threads,
             seed=args.seed,
+            device=args.device,
         )
     )
     write_training_report(args.out)

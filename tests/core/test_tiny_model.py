@@ -65,3 +65,18 @@ def test_generate_t2v_and_i2v_shapes_and_frozen_first_latent(small_model):
     assert len(recorded) == 4
     with pytest.raises(ValueError, match="image must be"):
         small_model.generate("x", EulerSampler(), image=np.zeros((16, 16, 3)), steps=2)
+
+
+def test_evaluation_report_has_the_documented_shape(small_model, tmp_path):
+    from hsa_core.tiny.evaluate import ATTRIBUTES, EvalSettings, evaluate, write_reports, write_strip
+
+    settings = EvalSettings(prompts=2, steps=4, sensitivity_prompts=1, strip_samples=1)
+    report, samples = evaluate(small_model, settings)
+    for mode in ("t2v", "i2v", "checker_on_ground_truth"):
+        assert report[mode]["n"] == 2 and set(report[mode]["accuracy"]) == set(ATTRIBUTES)
+    assert report["checker_on_ground_truth"]["accuracy"]["color"] == 1.0
+    assert "first_frame_max_abs_error" in report["i2v"]
+    assert set(report["step_sensitivity_psnr_db"]) == {"10_vs_40", "20_vs_40"}
+    json_path, md_path = write_reports(report, tmp_path)
+    assert json_path.exists() and "| T2V all |" in md_path.read_text()
+    assert write_strip(samples, tmp_path / "strip.png").stat().st_size > 0
