@@ -17,7 +17,7 @@ so that evaluation can test generalisation to unseen compositions of seen words.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,7 +74,6 @@ class ClipSpec:
     period: int = 8  # stripe / checker cell size in pixels
     frames: int = FRAMES
     size: int = SIZE
-    extras: dict = field(default_factory=dict, compare=False)
 
     @property
     def caption(self) -> str:
