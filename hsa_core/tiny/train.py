@@ -161,7 +161,6 @@ def train(settings: TrainSettings) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = [p.detach().clone() for p in trainable]
     step, clips_seen, seconds_before = 0, 0, 0.0
-    training_info = {}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         for target, saved in zip(trainable, state["weights"]):
@@ -169,8 +168,8 @@ def train(settings: TrainSettings) -> dict:
         ema = [average.to(settings.device) for average in state["ema"]]
         step, clips_seen, seconds_before = state["step"], state["clips_seen"], state["seconds"]
     elif settings.resume and (out / "tiny_config.json").exists():
-        training_info = json.loads((out / "tiny_config.json").read_text()).get("training", {})
-        step, clips_seen, seconds_before = (training_info.get(k, 0) for k in ("steps", "clips_seen", "seconds"))
+        shipped = json.loads((out / "tiny_config.json").read_text()).get("training", {})
+        step, clips_seen, seconds_before = (shipped.get(k, 0) for k in ("steps", "clips_seen", "seconds"))
 
     data_rng = np.random.default_rng(settings.seed + 1000 + step)
     torch_rng = torch.Generator().manual_seed(settings.seed + 2000 + step)
