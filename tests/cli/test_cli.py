@@ -16,9 +16,23 @@ def hsa_video(*args, check=True):
 
 def test_help_lists_the_commands():
     out = hsa_video("--help").stdout
-    for command in ("generate", "train-tiny", "eval-tiny", "bench"):
+    for command in ("serve", "worker", "hash-key", "generate", "train-tiny", "eval-tiny", "bench"):
         assert command in out
     assert "speed" in hsa_video("bench", "--help").stdout
+
+
+def test_hash_key_prints_the_digest_settings_expect():
+    import hashlib
+
+    assert hsa_video("hash-key", "sk-abc").stdout.strip() == hashlib.sha256(b"sk-abc").hexdigest()
+    generated = hsa_video("hash-key")
+    key = generated.stderr.split("key:")[1].strip()
+    assert generated.stdout.strip() == hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_worker_refuses_an_unknown_model():
+    result = hsa_video("worker", "--model", "sora-2", check=False)
+    assert result.returncode == 2 and "unknown model 'sora-2'; known: tiny" in result.stderr
 
 
 def test_version():

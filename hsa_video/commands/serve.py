@@ -1,0 +1,90 @@
+"""``hsa-video serve``: the API gateway; with no broker configured, the whole server in one process tree.
+
+Without ``HSA_REDIS_URL`` it runs the gateway here and an embedded worker (built-in tiny model, CPU)
+as a supervised child process, sharing a SQLite job store and a local object directory under
+``HSA_DATA_DIR`` (default ./hsa-data). With ``HSA_REDIS_URL`` it runs only the gateway; start
+workers with ``hsa-video worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+log = logging.getLogger("hsa.serve")
+
+RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default=None, help="model of the embedded worker (default HSA_DEFAULT_MODEL, tiny)")
+    parser.add_argument("--no-worker", action="store_true", help="run only the gateway, even without a broker")
+    parser.add_argument("--log-level", default="info")
+
+
+class WorkerSupervisor:
+    """Keeps the embedded worker running: restarts it with backoff if it dies."""
+
+    def __init__(self, command: list[str]):
+        self.command = command
+        self.process: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def start(self) -> "WorkerSupervisor":
+        self.process = subprocess.Popen(self.command)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            code = self.process.wait()
+            if self._stop.is_set():
+                return
+            delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
+            log.error("embedded worker exited with code %s; restarting in %s s", code, delay)
+            if self._stop.wait(delay):
+                return
+            failures += 1
+            self.process = subprocess.Popen(self.command)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import build_app
+    from server.settings import ServiceSettings
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServiceSettings()
+    supervisor = None
+    if settings.redis_url is None and not args.no_worker:
+        model = args.model or settings.default_model
+        supervisor = WorkerSupervisor([sys.executable, "-m", "hsa_video.cli", "worker", "--model", model,
+                                       "--log-level", args.log_level]).start()
+        log.info("one-process mode: embedded %s worker, jobs in %s", model, settings.database_path.resolve())
+    elif settings.redis_url:
+        log.info("gateway mode: jobs go through %s; start workers with `hsa-video worker`", settings.redis_url)
+    try:
+        uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0

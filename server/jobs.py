@@ -1,0 +1,137 @@
+"""What a job is, on the wire and at rest: the queue message, the stored record, the model card.
+
+Everything here is plain pydantic (no torch), shared by the gateway and the workers:
+
+- ``JobSpec``   the versioned, JSON-only queue message (never pickle): what to generate.
+- ``JobRecord`` the job's state in the job store: status, progress, timings, stats, error.
+- ``ModelCard`` what a live worker serves and the limits the gateway validates requests against.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+JOB_SPEC_VERSION = 1
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled)
+
+
+def new_job_id() -> str:
+    # OpenAI-style prefix; time-ordered so ids sort like creation times within a second
+    return f"video_{int(time.time() * 1000):x}{secrets.token_hex(8)}"
+
+
+def output_key(job_id: str) -> str:
+    """Deterministic object key: a re-delivered job overwrites the same object (idempotent)."""
+    return f"videos/{job_id}/video.mp4"
+
+
+def input_key(job_id: str) -> str:
+    return f"videos/{job_id}/input.png"
+
+
+class JobSpec(BaseModel):
+    """The queue message: everything a worker needs, resolved and validated by the gateway."""
+
+    version: int = JOB_SPEC_VERSION
+    job_id: str
+    model: str
+    prompt: str
+    negative_prompt: str = ""
+    input_key: str | None = None  # object key of the first frame (I2V)
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    steps: int
+    budget: float
+    seed: int
+    guidance_scale: float | None = None  # None: the model's default
+    webhook_url: str | None = None
+    soft_time_limit: float | None = None  # seconds; the worker stops the job past it
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    """A job's state in the job store. ``status`` only moves forward (queued → in_progress → terminal)."""
+
+    spec: JobSpec
+    status: JobStatus = JobStatus.queued
+    progress: float = 0.0  # 0..100, from the sampler's steps
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    completed_at: float | None = None
+    expires_at: float | None = None
+    attempts: int = 0
+    error: ErrorInfo | None = None
+    output_key: str | None = None
+    output_bytes: int | None = None
+    timings: dict[str, float] = Field(default_factory=dict)  # seconds per stage
+    stats: dict[str, Any] = Field(default_factory=dict)  # sampler figures: achieved compute fraction, …
+    webhook: dict[str, Any] | None = None  # delivery outcome
+
+    @property
+    def id(self) -> str:
+        return self.spec.job_id
+
+
+class ModelLimits(BaseModel):
+    sizes: list[str]  # "WIDTHxHEIGHT"
+    num_frames: list[int]
+    fps: int
+    max_steps: int
+    default_steps: int
+    default_size: str
+    guidance_scale: float
+    max_prompt_chars: int = 2000
+    # smallest feasible budget per step count (index = steps), for T2V and I2V; the gateway rejects
+    # budgets below it with a 422 instead of queueing a job that must fail (not shown by /v1/models)
+    min_budget_t2v: list[float] = Field(default_factory=list)
+    min_budget_i2v: list[float] = Field(default_factory=list)
+
+    @property
+    def seconds(self) -> list[str]:
+        return [_seconds_label(frames, self.fps) for frames in self.num_frames]
+
+
+class ModelCard(BaseModel):
+    """What one live worker pool serves; registered with a heartbeat, listed by ``GET /v1/models``."""
+
+    id: str
+    family: str  # adapter family: "wan", …
+    description: str = ""
+    image_input: str  # "optional" (T2V + I2V), "required" (I2V only) or "unsupported" (T2V only)
+    limits: ModelLimits
+    seconds_per_step: float | None = None  # measured at worker start-up, full budget, one clip
+    workers: int = 1
+
+
+def _seconds_label(frames: int, fps: int) -> str:
+    seconds = frames / fps
+    return f"{seconds:g}"
+
+
+def frames_for_seconds(seconds: str, limits: ModelLimits) -> int | None:
+    for frames in limits.num_frames:
+        if _seconds_label(frames, limits.fps) == str(seconds).strip():
+            return frames
+    return None

@@ -1,0 +1,191 @@
+"""The API's request and response shapes: ``VideoCreate`` in, the OpenAI video object out.
+
+A create request is validated twice: by type here (``VideoCreate``: 422 on unknown fields, wrong
+types, values outside their domain), then against the chosen model's limits (``resolve_request``:
+size, frames, steps, budget feasibility, image required or refused).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import APIError
+from .jobs import JobRecord, JobSpec, JobStatus, ModelCard, frames_for_seconds
+
+MAX_SEED = 2**31 - 1
+
+
+class VideoCreate(BaseModel):
+    """``POST /v1/videos``: OpenAI's fields plus the HSA extensions (extra body fields in the SDK)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    seconds: str | None = None
+    size: str | None = None
+    # extensions
+    budget: float | None = Field(None, gt=0, le=1, description="fraction of the full sampler's compute")
+    steps: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    guidance_scale: float | None = Field(None, ge=0, le=30)
+    negative_prompt: str = ""
+    num_frames: int | None = Field(None, ge=1)
+    webhook_url: str | None = None
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError("must be an http(s) URL")
+        return value or None
+
+
+def parse_create(fields: dict[str, Any]) -> VideoCreate:
+    try:
+        return VideoCreate.model_validate(fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        message = "unknown field (not an OpenAI or HSA parameter)" if first["type"] == "extra_forbidden" else first["msg"]
+        raise APIError(422, "invalid_value", f"{param}: {message}", param) from None
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    width, _, height = size.lower().partition("x")
+    return int(width), int(height)
+
+
+def resolve_request(request: VideoCreate, card: ModelCard, has_image: bool, job_id: str,
+                    input_key: str | None, time_limit_factor: float) -> JobSpec:
+    """Fill defaults from the model card and check every value against its limits (422 naming the field)."""
+    limits = card.limits
+    if card.image_input == "required" and not has_image:
+        raise APIError(422, "input_reference_required",
+                       f"model {card.id!r} is image-to-video only: send an input_reference image", "input_reference")
+    if card.image_input == "unsupported" and has_image:
+        raise APIError(422, "input_reference_unsupported",
+                       f"model {card.id!r} is text-to-video only: it cannot use an input_reference", "input_reference")
+    if len(request.prompt) > limits.max_prompt_chars:
+        raise APIError(422, "prompt_too_long", f"prompt: at most {limits.max_prompt_chars} characters", "prompt")
+    if len(request.negative_prompt) > limits.max_prompt_chars:
+        raise APIError(422, "prompt_too_long", f"negative_prompt: at most {limits.max_prompt_chars} characters",
+                       "negative_prompt")
+
+    size = (request.size or limits.default_size).lower()
+    if size not in limits.sizes:
+        raise APIError(422, "invalid_size", f"size: {size!r} is not offered by {card.id!r}; choose one of "
+                       f"{', '.join(limits.sizes)}", "size")
+    width, height = _parse_size(size)
+
+    num_frames = request.num_frames
+    if request.seconds is not None:
+        from_seconds = frames_for_seconds(request.seconds, limits)
+        if from_seconds is None:
+            raise APIError(422, "invalid_seconds", f"seconds: {request.seconds!r} is not offered by {card.id!r}; "
+                           f"choose one of {', '.join(limits.seconds)}", "seconds")
+        if num_frames is not None and num_frames != from_seconds:
+            raise APIError(422, "invalid_num_frames", f"num_frames: {num_frames} contradicts seconds="
+                           f"{request.seconds} ({from_seconds} frames at {limits.fps} fps)", "num_frames")
+        num_frames = from_seconds
+    num_frames = num_frames or limits.num_frames[0]
+    if num_frames not in limits.num_frames:
+        raise APIError(422, "invalid_num_frames", f"num_frames: {card.id!r} generates "
+                       f"{', '.join(map(str, limits.num_frames))} frames, not {num_frames}", "num_frames")
+
+    steps = request.steps or limits.default_steps
+    if steps > limits.max_steps:
+        raise APIError(422, "invalid_steps", f"steps: at most {limits.max_steps} for {card.id!r}", "steps")
+
+    budget = 1.0 if request.budget is None else request.budget
+    table = limits.min_budget_i2v if has_image else limits.min_budget_t2v
+    if budget < 1 and steps < len(table) and budget < table[steps] - 1e-9:
+        raise APIError(422, "budget_infeasible", f"budget: {budget:g} is below the smallest budget "
+                       f"{table[steps]:.3f} that {steps} steps allow; raise budget or steps", "budget",
+                       extra={"min_budget": round(table[steps], 4)})
+
+    soft_time_limit = None
+    if card.seconds_per_step:
+        soft_time_limit = round(time_limit_factor * card.seconds_per_step * steps * budget + 60.0, 1)
+    return JobSpec(
+        job_id=job_id, model=card.id, prompt=request.prompt, negative_prompt=request.negative_prompt,
+        input_key=input_key, width=width, height=height, num_frames=num_frames, fps=limits.fps, steps=steps,
+        budget=budget, seed=secrets.randbelow(MAX_SEED) if request.seed is None else request.seed,
+        guidance_scale=limits.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+        webhook_url=request.webhook_url, soft_time_limit=soft_time_limit,
+    )
+
+
+def _timestamp(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def video_object(record: JobRecord) -> dict[str, Any]:
+    """The OpenAI video object for a job, with the HSA figures as extra fields."""
+    spec = record.spec
+    progress = 100 if record.status == JobStatus.completed else min(99, int(record.progress))
+    return {
+        "id": spec.job_id,
+        "object": "video",
+        "model": spec.model,
+        "status": record.status.value,
+        "progress": progress,
+        "created_at": _timestamp(record.created_at),
+        "completed_at": _timestamp(record.completed_at),
+        "expires_at": _timestamp(record.expires_at),
+        "error": record.error.model_dump() if record.error else None,
+        "prompt": spec.prompt,
+        "seconds": f"{spec.num_frames / spec.fps:g}",
+        "size": f"{spec.width}x{spec.height}",
+        "remixed_from_video_id": None,
+        # HSA extensions
+        "num_frames": spec.num_frames,
+        "fps": spec.fps,
+        "steps": spec.steps,
+        "seed": spec.seed,
+        "guidance_scale": spec.guidance_scale,
+        "image_to_video": spec.input_key is not None,
+        "budget": spec.budget,
+        "achieved_compute_fraction": record.stats.get("achieved_compute_fraction"),
+        "token_fraction": record.stats.get("token_fraction"),
+        "timings": record.timings,
+        "attempts": record.attempts,
+        "webhook": record.webhook,
+    }
+
+
+def model_object(card: ModelCard) -> dict[str, Any]:
+    limits = card.limits
+    return {
+        "id": card.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "hsa-video",
+        "family": card.family,
+        "description": card.description,
+        "image_input": card.image_input,
+        "workers": card.workers,
+        "seconds_per_step": card.seconds_per_step,
+        "limits": {
+            "sizes": limits.sizes,
+            "default_size": limits.default_size,
+            "seconds": limits.seconds,
+            "num_frames": limits.num_frames,
+            "fps": limits.fps,
+            "max_steps": limits.max_steps,
+            "default_steps": limits.default_steps,
+            "guidance_scale": limits.guidance_scale,
+            "max_prompt_chars": limits.max_prompt_chars,
+        },
+    }

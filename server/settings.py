@@ -1,0 +1,102 @@
+"""Service settings, read once from ``HSA_*`` environment variables (or a ``.env`` file).
+
+One settings class for the gateway and the workers, so a compose file sets each value once.
+``HSA_ENVIRONMENT=production`` refuses unsafe values (no API keys) at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def hash_api_key(key: str) -> str:
+    """What ``HSA_API_KEY_SHA256`` holds for a key: its SHA-256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HSA_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+    # job store + queue: Redis and Celery when set, else the embedded SQLite store and worker
+    redis_url: str | None = None
+    data_dir: Path = Path("hsa-data")  # SQLite job store and local objects of the embedded default
+
+    # object storage
+    storage: Literal["local", "s3"] = "local"
+    s3_bucket: str = "hsa-videos"
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None  # host clients use for presigned URLs, if it differs
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_create_bucket: bool = True
+    presign_seconds: int = Field(3600, gt=0)
+
+    # API
+    api_key_sha256: str = ""  # comma-separated SHA-256 hex digests of the accepted bearer keys
+    default_model: str = "tiny"
+    poll_after_ms: int = Field(500, ge=50)  # hint for the openai SDK's poll helper
+    output_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)  # reported as expires_at
+    idempotency_ttl_seconds: int = Field(24 * 3600, gt=0)
+
+    # webhooks (Standard Webhooks signatures, verifiable with openai's client.webhooks.unwrap)
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = Field(5, ge=1)
+    webhook_backoff_seconds: float = Field(1.0, ge=0)
+
+    # workers
+    worker_heartbeat_seconds: float = Field(10.0, gt=0)
+    time_limit_factor: float = Field(10.0, ge=1)  # soft limit = factor × expected seconds + 60 s
+    tiny_weights: Path | None = None  # built-in tiny model weights (default: the packaged ones)
+    torch_threads: int | None = None
+
+    @property
+    def api_key_hashes(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.api_key_sha256.split(",") if h.strip())
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> "ServiceSettings":
+        for digest in self.api_key_hashes:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("HSA_API_KEY_SHA256 must hold SHA-256 hex digests "
+                                 "(`hsa-video hash-key KEY` prints one), not the keys themselves")
+        if self.environment == "production" and not self.api_key_hashes:
+            raise ValueError("HSA_ENVIRONMENT=production needs HSA_API_KEY_SHA256 (no open API in production)")
+        return self
+
+
+def open_object_store(settings: ServiceSettings):
+    from .storage import LocalObjectStore, S3ObjectStore
+
+    if settings.storage == "s3":
+        return S3ObjectStore(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_region,
+                             settings.s3_access_key_id, settings.s3_secret_access_key,
+                             settings.s3_public_endpoint_url, create_bucket=settings.s3_create_bucket)
+    return LocalObjectStore(settings.storage_dir)
+
+
+def open_job_store_for(settings: ServiceSettings):
+    from .stores import open_job_store
+
+    return open_job_store(settings.redis_url, str(settings.database_path), settings.idempotency_ttl_seconds)
+
+
+def open_job_queue(settings: ServiceSettings):
+    from .queues import CeleryJobQueue, EmbeddedJobQueue
+
+    return CeleryJobQueue(settings.redis_url) if settings.redis_url else EmbeddedJobQueue()

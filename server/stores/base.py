@@ -1,0 +1,81 @@
+"""The ``JobStore`` protocol: job records, their status transitions, idempotency keys, model cards."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..jobs import JobRecord, JobStatus, ModelCard
+
+# status transitions a store performs atomically (compare-and-set on the current status)
+ACTIVE = (JobStatus.queued, JobStatus.in_progress)
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request body."""
+
+    def __init__(self, job_id: str):
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class JobStore(Protocol):
+    def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    def create(self, record: JobRecord, idempotency_key: str | None = None,
+               body_hash: str | None = None) -> tuple[JobRecord, bool]:
+        """Store a new job; with a key seen before, return that job and False (or raise
+        ``IdempotencyConflict`` if it came with a different body hash)."""
+
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    def list(self, limit: int, after: str | None = None, newest_first: bool = True) -> tuple[list[JobRecord], bool]:
+        """One page of jobs after the job ``after`` (exclusive) and whether more follow."""
+
+    def start(self, job_id: str) -> JobRecord | None:
+        """queued/in_progress → in_progress (a re-delivered job restarts); None if the job is terminal or gone."""
+
+    def set_progress(self, job_id: str, progress: float) -> None: ...
+
+    def finish(self, record: JobRecord) -> bool:
+        """in_progress → record.status (completed/failed) with its fields; False if it was cancelled meanwhile."""
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        """queued/in_progress → cancelled; returns the job as it now is (None if unknown)."""
+
+    def is_cancelled(self, job_id: str) -> bool: ...
+
+    def update(self, record: JobRecord) -> None:
+        """Rewrite a terminal job's fields (webhook outcome) without changing its status."""
+
+    def delete(self, job_id: str) -> bool: ...
+
+    def register_model(self, card: ModelCard, worker_id: str, ttl_seconds: float) -> None:
+        """Heartbeat: the worker ``worker_id`` serves ``card`` for the next ``ttl_seconds``."""
+
+    def models(self) -> list[ModelCard]:
+        """Cards of the models live workers serve (one per model id; ``workers`` counts them)."""
+
+    def queue_depth(self, model: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def merge_cards(cards: list[ModelCard]) -> list[ModelCard]:
+    by_id: dict[str, ModelCard] = {}
+    for card in cards:
+        if card.id in by_id:
+            by_id[card.id].workers += 1
+        else:
+            by_id[card.id] = card.model_copy(update={"workers": 1})
+    return sorted(by_id.values(), key=lambda card: card.id)
+
+
+def open_job_store(redis_url: str | None, database_path: str | None, idempotency_ttl: int = 24 * 3600) -> JobStore:
+    if redis_url:
+        from .redis_store import RedisJobStore
+
+        return RedisJobStore(redis_url, idempotency_ttl=idempotency_ttl)
+    from .sqlite_store import SqliteJobStore
+
+    return SqliteJobStore(database_path or "hsa-jobs.sqlite3", idempotency_ttl=idempotency_ttl)

@@ -1,0 +1,191 @@
+"""``JobStore`` on Redis: durable across gateway restarts, shared by every gateway and worker.
+
+Keys (prefix ``hsa:``)::
+
+    job:{id}            hash: status, progress, record (JSON of the rest)
+    jobs                sorted set of ids by creation time (listing)
+    queued:{model}      set of queued ids (queue depth per model)
+    idem:{key}          JSON {body_hash, job_id}, expires after ``idempotency_ttl``
+    model:{id}:{worker} a live worker's card, expires unless the worker heartbeats
+
+Status changes are compare-and-set Lua scripts, so a cancel racing a worker's finish has one winner.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from ..jobs import JobRecord, JobStatus, ModelCard
+from .base import IdempotencyConflict, merge_cards
+
+# KEYS[1] job hash; ARGV[1] allowed current statuses (comma-separated); ARGV[2] new status;
+# ARGV[3] new record JSON or ""; returns 1 when the transition happened
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 0 end
+for allowed in string.gmatch(ARGV[1], '[^,]+') do
+  if allowed == current then
+    redis.call('HSET', KEYS[1], 'status', ARGV[2])
+    if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'record', ARGV[3]) end
+    return 1
+  end
+end
+return 0
+"""
+
+
+class RedisJobStore:
+    def __init__(self, url: str, prefix: str = "hsa:", idempotency_ttl: int = 24 * 3600):
+        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+                                          health_check_interval=30)
+        self.prefix = prefix
+        self.idempotency_ttl = idempotency_ttl
+        self._transition = self.redis.register_script(_TRANSITION)
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def ping(self) -> None:
+        self.redis.ping()
+
+    # records -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _dump(record: JobRecord) -> str:
+        return record.model_dump_json(exclude={"status", "progress"})
+
+    @staticmethod
+    def _load(fields: dict[str, str]) -> JobRecord | None:
+        if not fields or "record" not in fields:
+            return None
+        data = json.loads(fields["record"])
+        data["status"] = fields["status"]
+        data["progress"] = float(fields.get("progress", 0.0))
+        return JobRecord.model_validate(data)
+
+    def create(self, record: JobRecord, idempotency_key: str | None = None,
+               body_hash: str | None = None) -> tuple[JobRecord, bool]:
+        if idempotency_key is not None:
+            claim = json.dumps({"body_hash": body_hash, "job_id": record.id})
+            idem_key = self._key("idem", idempotency_key)
+            if not self.redis.set(idem_key, claim, nx=True, ex=self.idempotency_ttl):
+                seen = json.loads(self.redis.get(idem_key) or "null")
+                if seen is not None:
+                    if seen["body_hash"] != body_hash:
+                        raise IdempotencyConflict(seen["job_id"])
+                    existing = self.get(seen["job_id"])
+                    if existing is not None:
+                        return existing, False
+                self.redis.set(idem_key, claim, ex=self.idempotency_ttl)  # the earlier job is gone
+        pipe = self.redis.pipeline()
+        pipe.hset(self._key("job", record.id), mapping={
+            "status": record.status.value, "progress": record.progress, "record": self._dump(record)})
+        pipe.zadd(self._key("jobs"), {record.id: record.created_at})
+        pipe.sadd(self._key("queued", record.spec.model), record.id)
+        pipe.execute()
+        return record, True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self._load(self.redis.hgetall(self._key("job", job_id)))
+
+    def list(self, limit: int, after: str | None = None, newest_first: bool = True) -> tuple[list[JobRecord], bool]:
+        index = self._key("jobs")
+        rank_of = self.redis.zrevrank if newest_first else self.redis.zrank
+        range_of = self.redis.zrevrange if newest_first else self.redis.zrange
+        start = 0
+        if after is not None:
+            rank = rank_of(index, after)
+            if rank is None:
+                return [], False
+            start = rank + 1
+        ids = range_of(index, start, start + limit)  # one extra tells whether more follow
+        pipe = self.redis.pipeline()
+        for job_id in ids[:limit]:
+            pipe.hgetall(self._key("job", job_id))
+        records = [r for r in (self._load(f) for f in pipe.execute()) if r is not None]
+        return records, len(ids) > limit
+
+    # transitions ---------------------------------------------------------------------------------
+
+    def start(self, job_id: str) -> JobRecord | None:
+        record = self.get(job_id)
+        if record is None or record.status.terminal:
+            return None
+        record.status = JobStatus.in_progress
+        record.started_at = time.time()
+        record.attempts += 1
+        record.progress = 0.0
+        if not self._transition(keys=[self._key("job", job_id)],
+                                args=["queued,in_progress", "in_progress", self._dump(record)]):
+            return None
+        pipe = self.redis.pipeline()
+        pipe.hset(self._key("job", job_id), "progress", 0.0)
+        pipe.srem(self._key("queued", record.spec.model), job_id)
+        pipe.execute()
+        return record
+
+    def set_progress(self, job_id: str, progress: float) -> None:
+        self.redis.hset(self._key("job", job_id), "progress", round(progress, 2))
+
+    def finish(self, record: JobRecord) -> bool:
+        pipe_ok = self._transition(keys=[self._key("job", record.id)],
+                                   args=["in_progress", record.status.value, self._dump(record)])
+        if pipe_ok:
+            self.redis.hset(self._key("job", record.id), "progress", record.progress)
+        return bool(pipe_ok)
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        record = self.get(job_id)
+        if record is None:
+            return None
+        if record.status.terminal:
+            return record
+        record.status = JobStatus.cancelled
+        record.completed_at = time.time()
+        if self._transition(keys=[self._key("job", job_id)],
+                            args=["queued,in_progress", "cancelled", self._dump(record)]):
+            self.redis.srem(self._key("queued", record.spec.model), job_id)
+        return self.get(job_id)
+
+    def is_cancelled(self, job_id: str) -> bool:
+        status = self.redis.hget(self._key("job", job_id), "status")
+        return status is None or status == JobStatus.cancelled.value
+
+    def update(self, record: JobRecord) -> None:
+        self._transition(keys=[self._key("job", record.id)],
+                         args=[record.status.value, record.status.value, self._dump(record)])
+
+    def delete(self, job_id: str) -> bool:
+        record = self.get(job_id)
+        pipe = self.redis.pipeline()
+        pipe.delete(self._key("job", job_id))
+        pipe.zrem(self._key("jobs"), job_id)
+        if record is not None:
+            pipe.srem(self._key("queued", record.spec.model), job_id)
+        return bool(pipe.execute()[0])
+
+    # workers -------------------------------------------------------------------------------------
+
+    def register_model(self, card: ModelCard, worker_id: str, ttl_seconds: float) -> None:
+        self.redis.set(self._key("model", card.id, worker_id), card.model_dump_json(),
+                       px=max(1, int(ttl_seconds * 1000)))
+
+    def models(self) -> list[ModelCard]:
+        keys = list(self.redis.scan_iter(match=self._key("model", "*"), count=500))
+        values = self.redis.mget(keys) if keys else []
+        cards = []
+        for value in values:
+            if value is not None:
+                # the full card, including the limits the gateway validates against
+                data = json.loads(value)
+                cards.append(ModelCard.model_validate(data))
+        return merge_cards(cards)
+
+    def queue_depth(self, model: str) -> int:
+        return int(self.redis.scard(self._key("queued", model)))
+
+    def close(self) -> None:
+        self.redis.close()

@@ -1,0 +1,218 @@
+"""``JobStore`` on one SQLite file: the one-process default needs no Redis, and keeps jobs across restarts.
+
+The embedded worker (a child process of ``hsa-video serve``) shares the file with the gateway and
+takes queued jobs straight from the ``jobs`` table (``next_queued``), so this store is also its queue.
+WAL mode lets the gateway read while the worker writes progress every step.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..jobs import JobRecord, JobStatus, ModelCard
+from .base import IdempotencyConflict, merge_cards
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq);
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (status, model, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    body_hash TEXT,
+    job_id TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workers (
+    model TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    card TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (model, worker)
+);
+"""
+
+
+class SqliteJobStore:
+    def __init__(self, path: str | Path, idempotency_ttl: int = 24 * 3600):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.idempotency_ttl = idempotency_ttl
+        self._local = threading.local()
+        self._connection().executescript(_SCHEMA)  # idempotent; executescript commits by itself
+
+    def _connection(self) -> sqlite3.Connection:
+        # one connection per thread: FastAPI runs sync routes on a thread pool
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self):
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def ping(self) -> None:
+        self._connection().execute("SELECT 1").fetchone()
+
+    # records -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _dump(record: JobRecord) -> str:
+        return record.model_dump_json(exclude={"status", "progress"})
+
+    @staticmethod
+    def _load(row) -> JobRecord | None:
+        if row is None:
+            return None
+        status, progress, record = row
+        data = json.loads(record)
+        data["status"], data["progress"] = status, progress
+        return JobRecord.model_validate(data)
+
+    def create(self, record: JobRecord, idempotency_key: str | None = None,
+               body_hash: str | None = None) -> tuple[JobRecord, bool]:
+        with self._transaction() as db:
+            if idempotency_key is not None:
+                now = time.time()
+                db.execute("DELETE FROM idempotency WHERE expires < ?", (now,))
+                seen = db.execute("SELECT body_hash, job_id FROM idempotency WHERE key = ?",
+                                  (idempotency_key,)).fetchone()
+                if seen is not None:
+                    if seen[0] != body_hash:
+                        raise IdempotencyConflict(seen[1])
+                    existing = self._load(db.execute("SELECT status, progress, record FROM jobs WHERE id = ?",
+                                                     (seen[1],)).fetchone())
+                    if existing is not None:
+                        return existing, False
+                db.execute("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
+                           (idempotency_key, body_hash, record.id, now + self.idempotency_ttl))
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.id, seq, record.spec.model, record.status.value, record.progress, self._dump(record)))
+        return record, True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self._load(self._connection().execute(
+            "SELECT status, progress, record FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    def list(self, limit: int, after: str | None = None, newest_first: bool = True) -> tuple[list[JobRecord], bool]:
+        db = self._connection()
+        order, compare = ("DESC", "<") if newest_first else ("ASC", ">")
+        if after is None:
+            rows = db.execute(f"SELECT status, progress, record FROM jobs ORDER BY seq {order} LIMIT ?",
+                              (limit + 1,)).fetchall()
+        else:
+            anchor = db.execute("SELECT seq FROM jobs WHERE id = ?", (after,)).fetchone()
+            if anchor is None:
+                return [], False
+            rows = db.execute(f"SELECT status, progress, record FROM jobs WHERE seq {compare} ? "
+                              f"ORDER BY seq {order} LIMIT ?", (anchor[0], limit + 1)).fetchall()
+        return [self._load(row) for row in rows[:limit]], len(rows) > limit
+
+    # transitions ---------------------------------------------------------------------------------
+
+    def _transition(self, db, record: JobRecord, allowed: tuple[JobStatus, ...]) -> bool:
+        marks = ",".join("?" * len(allowed))
+        cursor = db.execute(f"UPDATE jobs SET status = ?, progress = ?, record = ? WHERE id = ? AND status IN ({marks})",
+                            (record.status.value, record.progress, self._dump(record), record.id,
+                             *(status.value for status in allowed)))
+        return cursor.rowcount == 1
+
+    def start(self, job_id: str) -> JobRecord | None:
+        with self._transaction() as db:
+            record = self._load(db.execute("SELECT status, progress, record FROM jobs WHERE id = ?",
+                                           (job_id,)).fetchone())
+            if record is None or record.status.terminal:
+                return None
+            record.status, record.progress = JobStatus.in_progress, 0.0
+            record.started_at = time.time()
+            record.attempts += 1
+            self._transition(db, record, (JobStatus.queued, JobStatus.in_progress))
+        return record
+
+    def next_queued(self, models: list[str]) -> JobRecord | None:
+        """The oldest queued job for one of ``models`` (the embedded queue; the pipeline starts it)."""
+        marks = ",".join("?" * len(models))
+        return self._load(self._connection().execute(
+            f"SELECT status, progress, record FROM jobs WHERE status = 'queued' AND model IN ({marks}) "
+            "ORDER BY seq LIMIT 1", models).fetchone())
+
+    def requeue_in_progress(self, models: list[str]) -> int:
+        """After a crash of the only embedded worker, its in-progress jobs go back to the queue."""
+        marks = ",".join("?" * len(models))
+        with self._transaction() as db:
+            return db.execute(f"UPDATE jobs SET status = 'queued', progress = 0 "
+                              f"WHERE status = 'in_progress' AND model IN ({marks})", models).rowcount
+
+    def set_progress(self, job_id: str, progress: float) -> None:
+        self._connection().execute("UPDATE jobs SET progress = ? WHERE id = ?", (round(progress, 2), job_id))
+
+    def finish(self, record: JobRecord) -> bool:
+        with self._transaction() as db:
+            return self._transition(db, record, (JobStatus.in_progress,))
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        with self._transaction() as db:
+            record = self._load(db.execute("SELECT status, progress, record FROM jobs WHERE id = ?",
+                                           (job_id,)).fetchone())
+            if record is None or record.status.terminal:
+                return record
+            record.status = JobStatus.cancelled
+            record.completed_at = time.time()
+            self._transition(db, record, (JobStatus.queued, JobStatus.in_progress))
+        return record
+
+    def is_cancelled(self, job_id: str) -> bool:
+        row = self._connection().execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is None or row[0] == JobStatus.cancelled.value
+
+    def update(self, record: JobRecord) -> None:
+        with self._transaction() as db:
+            self._transition(db, record, (record.status,))
+
+    def delete(self, job_id: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 1
+
+    # workers -------------------------------------------------------------------------------------
+
+    def register_model(self, card: ModelCard, worker_id: str, ttl_seconds: float) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO workers VALUES (?, ?, ?, ?)",
+                       (card.id, worker_id, card.model_dump_json(), time.time() + ttl_seconds))
+
+    def models(self) -> list[ModelCard]:
+        rows = self._connection().execute("SELECT card FROM workers WHERE expires > ?", (time.time(),)).fetchall()
+        return merge_cards([ModelCard.model_validate_json(row[0]) for row in rows])
+
+    def queue_depth(self, model: str) -> int:
+        return self._connection().execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND model = ?",
+                                          (model,)).fetchone()[0]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None

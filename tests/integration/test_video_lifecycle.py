@@ -1,0 +1,203 @@
+"""The job lifecycle through the official openai SDK, against both deployments (see conftest)."""
+
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+from hsa_core.media import read_mp4, to_uint8
+from hsa_core.tiny.domain import render, sample_spec
+
+from .conftest import API_KEY, WEBHOOK_SECRET
+
+
+def decode(content: bytes, tmp_path) -> np.ndarray:
+    path = tmp_path / "video.mp4"
+    path.write_bytes(content)
+    return read_mp4(path).astype(np.float32) / 255.0  # (F, H, W, 3)
+
+
+def wait_for(client, video_id, predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        video = client.videos.retrieve(video_id)
+        if predicate(video):
+            return video
+        time.sleep(0.05)
+    raise TimeoutError(f"video {video_id} never reached the expected state; last: {video}")
+
+
+def test_text_to_video_create_and_poll_then_download(deployment, tmp_path):
+    client = deployment.client()
+    video = client.videos.create_and_poll(
+        prompt="a red circle moving left on a plain blue background", model="tiny", size="64x64", seconds="2",
+        extra_body={"steps": 8, "seed": 3, "budget": 0.5}, poll_interval_ms=100,
+    )
+    assert video.status == "completed", (video, deployment.logs())
+    assert video.progress == 100 and video.error is None
+    assert (video.size, video.seconds, video.model) == ("64x64", "2", "tiny")
+    extra = video.model_extra
+    assert extra["budget"] == 0.5 and abs(extra["achieved_compute_fraction"] - 0.5) < 0.05
+    assert extra["steps"] == 8 and extra["attempts"] == 1
+    assert set(extra["timings"]) >= {"queued", "generate", "encode", "upload", "total"}
+    assert video.completed_at >= video.created_at and video.expires_at > video.completed_at
+
+    clip = decode(client.videos.download_content(video.id).content, tmp_path)
+    assert clip.shape == (16, 64, 64, 3)
+    assert clip.std() > 0.05  # a picture, not a blank frame
+
+
+def test_image_to_video_keeps_the_first_frame(deployment, tmp_path):
+    client = deployment.client()
+    first_frame = render(sample_spec(np.random.default_rng(5)))[0]  # (32, 32, 3) in [0, 1]
+    png = io.BytesIO()
+    Image.fromarray(to_uint8(first_frame)).save(png, format="PNG")
+    video = client.videos.create_and_poll(
+        prompt="a white triangle moving right on a plain green background", size="32x32",
+        input_reference=("first.png", png.getvalue(), "image/png"), extra_body={"steps": 8, "seed": 1},
+        poll_interval_ms=100,
+    )
+    assert video.status == "completed", (video, deployment.logs())
+    assert video.model_extra["image_to_video"] is True
+    clip = decode(client.videos.download_content(video.id).content, tmp_path)
+    assert clip.shape == (16, 32, 32, 3)
+    # frame 0 is held clean: only the autoencoder round trip and MP4 coding separate it from the input
+    assert np.abs(clip[0] - first_frame).mean() < 0.05
+    t2v = client.videos.create_and_poll(prompt="a white triangle moving right on a plain green background",
+                                        size="32x32", extra_body={"steps": 8, "seed": 1}, poll_interval_ms=100)
+    t2v_clip = decode(client.videos.download_content(t2v.id).content, tmp_path)
+    assert np.abs(t2v_clip[0] - first_frame).mean() > 0.1  # without the image, frame 0 is the model's own
+
+
+def test_cancel_a_running_job_frees_the_worker(deployment):
+    client = deployment.client()
+    long_job = client.videos.create(prompt="a green square moving up", size="32x32", extra_body={"steps": 100})
+    running = wait_for(client, long_job.id, lambda v: v.status == "in_progress" and 0 < v.progress < 90)
+    deleted = client.videos.delete(long_job.id)
+    assert deleted.deleted is False and deleted.model_extra["status"] == "cancelled"
+    cancelled = client.videos.retrieve(long_job.id)
+    assert cancelled.status == "cancelled" and cancelled.progress >= running.progress
+    time.sleep(0.5)  # a stopped job makes no more progress
+    assert client.videos.retrieve(long_job.id).progress == client.videos.retrieve(long_job.id).progress
+    with pytest.raises(openai.ConflictError):
+        client.videos.download_content(long_job.id)
+
+    started = time.monotonic()
+    follow_up = client.videos.create_and_poll(prompt="a red circle", size="32x32", extra_body={"steps": 4},
+                                              poll_interval_ms=100)
+    assert follow_up.status == "completed"
+    # the worker did not finish the 100 steps of the cancelled job first (about 6 s on this CPU)
+    assert follow_up.model_extra["timings"]["queued"] < 3.0, deployment.logs()
+    assert time.monotonic() - started < 30
+    final = client.videos.retrieve(long_job.id)
+    assert final.status == "cancelled" and final.progress < 95
+
+
+def test_deleting_a_finished_video_removes_it(deployment):
+    client = deployment.client()
+    video = client.videos.create_and_poll(prompt="a red circle", size="32x32", extra_body={"steps": 2},
+                                          poll_interval_ms=100)
+    assert client.videos.delete(video.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.videos.retrieve(video.id)
+
+
+def test_idempotent_retry(deployment):
+    client = deployment.client()
+    key = {"Idempotency-Key": f"retry-{deployment.name}-{time.time()}"}
+    body = dict(prompt="a blue circle moving down", size="32x32", extra_body={"steps": 2, "seed": 9})
+    first = client.videos.create(**body, extra_headers=key)
+    again = client.videos.create(**body, extra_headers=key)
+    assert again.id == first.id
+    with pytest.raises(openai.ConflictError) as conflict:
+        client.videos.create(prompt="a blue circle moving down", size="32x32",
+                             extra_body={"steps": 2, "seed": 10}, extra_headers=key)
+    assert conflict.value.code == "idempotency_key_reused"
+    assert client.videos.poll(first.id, poll_interval_ms=100).status == "completed"
+
+
+def test_list_paginates_newest_first(deployment):
+    client = deployment.client()
+    ids = [client.videos.create(prompt=f"a red circle {i}", size="32x32", extra_body={"steps": 1}).id
+           for i in range(3)]
+    page = client.videos.list(limit=2)
+    assert [v.id for v in page.data] == ids[::-1][:2] and page.has_more
+    following = page.get_next_page()
+    assert following.data[0].id == ids[0]
+    everything = [v.id for v in client.videos.list(limit=2)]  # the SDK walks every page
+    assert everything[:3] == ids[::-1] and len(everything) == len(set(everything))
+    for video_id in ids:
+        client.videos.poll(video_id, poll_interval_ms=100)
+
+
+def test_errors_reach_the_sdk_as_typed_exceptions(deployment):
+    with pytest.raises(openai.AuthenticationError):
+        deployment.client(api_key="sk-wrong").videos.list()
+    client = deployment.client()
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.videos.retrieve("video_does_not_exist")
+    assert missing.value.code == "video_not_found"
+    with pytest.raises(openai.NotFoundError) as unknown_model:
+        client.videos.create(prompt="x", model="sora-2")
+    assert "tiny" in unknown_model.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as bad_size:
+        client.videos.create(prompt="x", size="720x1280")
+    assert bad_size.value.param == "size"
+    with pytest.raises(openai.UnprocessableEntityError) as bad_budget:
+        client.videos.create(prompt="x", extra_body={"budget": 2})
+    assert bad_budget.value.param == "budget"
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny"]
+
+
+class WebhookReceiver:
+    def __init__(self):
+        self.events, self.arrived = [], threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.events.append((dict(self.headers), body))
+                receiver.arrived.set()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/video"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_signed_webhook_on_completion(deployment):
+    receiver = WebhookReceiver()
+    try:
+        client = deployment.client()
+        video = client.videos.create(prompt="a red circle", size="32x32",
+                                     extra_body={"steps": 2, "webhook_url": receiver.url})
+        assert receiver.arrived.wait(60), deployment.logs()
+        headers, body = receiver.events[0]
+        event = client.webhooks.unwrap(body, headers, secret=WEBHOOK_SECRET)  # raises if the signature is wrong
+        assert event.type == "video.completed"
+        payload = json.loads(body)
+        assert payload["data"]["id"] == video.id and payload["data"]["status"] == "completed"
+        delivered = wait_for(client, video.id, lambda v: v.model_extra.get("webhook"))
+        assert delivered.model_extra["webhook"]["delivered"] is True
+    finally:
+        receiver.server.shutdown()
+
+
+def test_api_key_is_not_needed_for_health(deployment):
+    import httpx
+
+    assert httpx.get(deployment.base_url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(deployment.base_url + "/v1/videos").status_code == 401
+    assert httpx.get(deployment.base_url + "/v1/videos", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200

@@ -1,0 +1,256 @@
+"""The gateway over HTTP (in-process ASGI client): auth, validation, idempotency, the error shape.
+
+No worker runs here — a registered model card stands in for a live worker's heartbeat — so every
+job stays queued; the job lifecycle itself is covered by tests/integration with real processes.
+"""
+
+import base64
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from server.app import build_app
+from server.queues import EmbeddedJobQueue
+from server.settings import ServiceSettings, hash_api_key
+from server.storage import LocalObjectStore
+from server.stores.sqlite_store import SqliteJobStore
+
+from .conftest import make_card
+
+KEY = "sk-test-key"
+
+
+class FailingQueue(EmbeddedJobQueue):
+    def submit(self, spec):
+        raise ConnectionError("broker down")
+
+
+def png_bytes(color=(255, 0, 0), size=32) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def parts(tmp_path):
+    settings = ServiceSettings(api_key_sha256=hash_api_key(KEY), data_dir=tmp_path, _env_file=None)
+    store = SqliteJobStore(settings.database_path)
+    store.register_model(make_card("tiny"), "w1", ttl_seconds=600)
+    store.register_model(make_card("t2v-only", image_input="unsupported"), "w2", ttl_seconds=600)
+    store.register_model(make_card("i2v-only", image_input="required"), "w3", ttl_seconds=600)
+    return settings, store, LocalObjectStore(settings.storage_dir)
+
+
+@pytest.fixture
+def client(parts):
+    settings, store, storage = parts
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=storage)
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        yield client
+
+
+def create(client, **fields):
+    return client.post("/v1/videos", json={"prompt": "a red circle moving left", **fields})
+
+
+def assert_error(response, status, code, param=None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+def test_health_and_readiness_need_no_key(client):
+    client.headers.pop("Authorization")
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"job_store": "ok", "broker": "ok", "storage": "ok"}
+    assert ready.json()["models"] == {"i2v-only": 1, "t2v-only": 1, "tiny": 1}
+
+
+def test_readiness_fails_when_storage_is_unreachable(parts):
+    settings, store, storage = parts
+
+    class BrokenStorage(LocalObjectStore):
+        def ping(self):
+            raise OSError("disk gone")
+
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=BrokenStorage(settings.storage_dir))
+    with TestClient(app) as client:
+        ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["storage"].startswith("error: OSError: disk gone")
+
+
+@pytest.mark.parametrize("header, code", [(None, "missing_api_key"), ("Bearer wrong", "invalid_api_key"),
+                                          ("Basic abc", "missing_api_key")])
+def test_api_key_required(client, header, code):
+    client.headers.pop("Authorization")
+    headers = {"Authorization": header} if header else {}
+    for method, path in (("get", "/v1/videos"), ("get", "/v1/models"), ("get", "/v1/videos/video_x")):
+        response = getattr(client, method)(path, headers=headers)
+        assert_error(response, 401, code)
+        assert response.json()["error"]["type"] == "authentication_error"
+    assert_error(client.post("/v1/videos", json={"prompt": "x"}, headers=headers), 401, code)
+
+
+def test_models_lists_live_workers_with_limits(client):
+    data = client.get("/v1/models").json()["data"]
+    tiny = next(model for model in data if model["id"] == "tiny")
+    assert tiny["limits"]["sizes"] == ["32x32", "128x128"] and tiny["limits"]["seconds"] == ["2"]
+    assert "min_budget_t2v" not in tiny["limits"]
+
+
+def test_create_json_fills_defaults_from_the_model(client):
+    response = create(client, budget=0.5, seed=7)
+    assert response.status_code == 200, response.text
+    video = response.json()
+    assert video["object"] == "video" and video["status"] == "queued" and video["progress"] == 0
+    assert (video["model"], video["size"], video["seconds"], video["num_frames"]) == ("tiny", "128x128", "2", 16)
+    assert (video["steps"], video["budget"], video["seed"], video["guidance_scale"]) == (40, 0.5, 7, 4.0)
+    assert response.headers["openai-poll-after-ms"] == "500"
+    assert client.get(f"/v1/videos/{video['id']}").json()["id"] == video["id"]
+
+
+def test_create_multipart_converts_form_fields(client):
+    response = client.post("/v1/videos", data={"prompt": "a red circle", "budget": "0.5", "steps": "12",
+                                               "seconds": "2", "size": "32x32"})
+    assert response.status_code == 200, response.text
+    video = response.json()
+    assert (video["budget"], video["steps"], video["size"], video["image_to_video"]) == (0.5, 12, "32x32", False)
+
+
+def test_image_to_video_stores_the_first_frame_as_png(client, parts):
+    _, store, storage = parts
+    response = client.post("/v1/videos", data={"prompt": "a red circle"},
+                           files={"input_reference": ("frame.jpg", png_bytes((0, 0, 255), 64), "image/png")})
+    assert response.status_code == 200, response.text
+    record = store.get(response.json()["id"])
+    assert response.json()["image_to_video"] and record.spec.input_key == f"videos/{record.id}/input.png"
+    image = Image.open(io.BytesIO(storage.get_bytes(record.spec.input_key)))
+    assert image.size == (64, 64) and image.getpixel((3, 3)) == (0, 0, 255)
+
+
+def test_image_as_json_data_url(client):
+    url = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    response = create(client, input_reference={"image_url": url})
+    assert response.status_code == 200 and response.json()["image_to_video"]
+    assert_error(create(client, input_reference={"image_url": "https://example.com/a.png"}), 422,
+                 "invalid_input_reference", "input_reference")
+
+
+def test_unknown_model_is_404_listing_the_models(client):
+    error = assert_error(create(client, model="wan-14b"), 404, "model_not_found", "model")
+    assert error["models"] == ["i2v-only", "t2v-only", "tiny"]
+    assert "tiny" in error["message"]
+
+
+@pytest.mark.parametrize("fields, code, param", [
+    ({"size": "100x100"}, "invalid_size", "size"),
+    ({"seconds": "4"}, "invalid_seconds", "seconds"),
+    ({"num_frames": 17}, "invalid_num_frames", "num_frames"),
+    ({"seconds": "2", "num_frames": 8}, "invalid_num_frames", "num_frames"),
+    ({"steps": 101}, "invalid_steps", "steps"),
+    ({"steps": 0}, "invalid_value", "steps"),
+    ({"budget": 0}, "invalid_value", "budget"),
+    ({"budget": 1.5}, "invalid_value", "budget"),
+    ({"budget": 0.2}, "budget_infeasible", "budget"),
+    ({"guidance_scale": -1}, "invalid_value", "guidance_scale"),
+    ({"seed": -3}, "invalid_value", "seed"),
+    ({"webhook_url": "ftp://x"}, "invalid_value", "webhook_url"),
+    ({"prompt": "   "}, "invalid_value", "prompt"),
+    ({"prompt": "x" * 2001}, "prompt_too_long", "prompt"),
+    ({"frobnicate": 1}, "invalid_value", "frobnicate"),
+    ({"budget": "half"}, "invalid_value", "budget"),
+])
+def test_invalid_requests_are_422_naming_the_field(client, fields, code, param):
+    error = assert_error(create(client, **fields), 422, code, param)
+    assert param in error["message"]
+
+
+def test_infeasible_budget_says_the_minimum(client):
+    error = assert_error(create(client, budget=0.2, steps=8), 422, "budget_infeasible", "budget")
+    assert error["min_budget"] == 0.3
+
+
+def test_image_rules_per_model(client):
+    files = {"input_reference": ("f.png", png_bytes(), "image/png")}
+    assert_error(client.post("/v1/videos", data={"prompt": "x", "model": "t2v-only"}, files=files), 422,
+                 "input_reference_unsupported", "input_reference")
+    assert_error(create(client, model="i2v-only"), 422, "input_reference_required", "input_reference")
+    bad = {"input_reference": ("f.png", b"not an image", "image/png")}
+    assert_error(client.post("/v1/videos", data={"prompt": "x"}, files=bad), 422, "invalid_input_reference",
+                 "input_reference")
+
+
+def test_malformed_json_is_400(client):
+    response = client.post("/v1/videos", content=b"{not json", headers={"content-type": "application/json"})
+    assert_error(response, 400, "invalid_json")
+    assert_error(client.post("/v1/videos", json=[1, 2]), 400, "invalid_json")
+
+
+def test_idempotency_key(client):
+    headers = {"Idempotency-Key": "abc"}
+    first = client.post("/v1/videos", json={"prompt": "a red circle", "seed": 1}, headers=headers)
+    again = client.post("/v1/videos", json={"prompt": "a red circle", "seed": 1}, headers=headers)
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    error = assert_error(client.post("/v1/videos", json={"prompt": "a red circle", "seed": 2}, headers=headers),
+                         409, "idempotency_key_reused")
+    assert error["video_id"] == first.json()["id"]
+    other = client.post("/v1/videos", json={"prompt": "a red circle", "seed": 1}, headers={"Idempotency-Key": "xyz"})
+    assert other.json()["id"] != first.json()["id"]
+
+
+def test_broker_down_is_503_and_leaves_no_job(parts):
+    settings, store, storage = parts
+    app = build_app(settings, store=store, queue=FailingQueue(), storage=storage)
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        error = assert_error(create(client), 503, "queue_unavailable")
+        assert "broker down" in error["message"]
+        assert client.get("/v1/videos").json()["data"] == []
+
+
+def test_list_paginates_newest_first(client):
+    ids = [create(client, seed=i).json()["id"] for i in range(5)]
+    page = client.get("/v1/videos", params={"limit": 2}).json()
+    assert [v["id"] for v in page["data"]] == ids[::-1][:2] and page["has_more"]
+    assert page["object"] == "list" and page["last_id"] == ids[3]
+    page = client.get("/v1/videos", params={"limit": 2, "after": page["last_id"]}).json()
+    assert [v["id"] for v in page["data"]] == ids[::-1][2:4]
+    page = client.get("/v1/videos", params={"limit": 10, "order": "asc"}).json()
+    assert [v["id"] for v in page["data"]] == ids and not page["has_more"]
+    assert_error(client.get("/v1/videos", params={"limit": 0}), 422, "invalid_value", "limit")
+
+
+def test_unknown_video_is_404(client):
+    for method, path in (("get", "/v1/videos/video_nope"), ("delete", "/v1/videos/video_nope"),
+                         ("get", "/v1/videos/video_nope/content")):
+        assert_error(getattr(client, method)(path), 404, "video_not_found")
+
+
+def test_content_of_an_unfinished_video_is_409(client):
+    video = create(client).json()
+    error = assert_error(client.get(f"/v1/videos/{video['id']}/content"), 409, "video_not_ready")
+    assert error["status"] == "queued"
+    assert_error(client.get(f"/v1/videos/{video['id']}/content", params={"variant": "thumbnail"}), 422,
+                 "unsupported_variant", "variant")
+
+
+def test_delete_cancels_an_active_job_then_deletes_it(client, parts):
+    _, _, storage = parts
+    files = {"input_reference": ("f.png", png_bytes(), "image/png")}
+    video = client.post("/v1/videos", data={"prompt": "x"}, files=files).json()
+    cancelled = client.delete(f"/v1/videos/{video['id']}").json()
+    assert cancelled == {"id": video["id"], "object": "video.deleted", "deleted": False, "status": "cancelled"}
+    assert client.get(f"/v1/videos/{video['id']}").json()["status"] == "cancelled"
+    deleted = client.delete(f"/v1/videos/{video['id']}").json()
+    assert deleted == {"id": video["id"], "object": "video.deleted", "deleted": True}
+    assert_error(client.get(f"/v1/videos/{video['id']}"), 404, "video_not_found")
+    assert storage.local_path(f"videos/{video['id']}/input.png") is None

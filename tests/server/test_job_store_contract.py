@@ -1,0 +1,146 @@
+"""The JobStore contract, run against both implementations (SQLite and a real Redis server)."""
+
+import time
+
+import pytest
+
+from server.jobs import ErrorInfo, JobStatus
+from server.stores import IdempotencyConflict
+
+from .conftest import make_card, make_record
+
+
+def test_create_get_roundtrip(store):
+    record = make_record(prompt="a blue square", budget=0.5)
+    stored, created = store.create(record)
+    assert created
+    again = store.get(record.id)
+    assert again == record
+    assert again.status == JobStatus.queued and again.spec.budget == 0.5
+    assert store.get("video_missing") is None
+
+
+def test_list_pages_newest_first_and_oldest_first(store):
+    ids = []
+    for i in range(5):
+        record = make_record(prompt=f"clip {i}")
+        record.created_at = 1000.0 + i
+        store.create(record)
+        ids.append(record.id)
+    page, more = store.list(2)
+    assert [r.id for r in page] == ids[::-1][:2] and more
+    page, more = store.list(2, after=page[-1].id)
+    assert [r.id for r in page] == ids[::-1][2:4] and more
+    page, more = store.list(2, after=page[-1].id)
+    assert [r.id for r in page] == ids[:1] and not more
+    page, more = store.list(10, newest_first=False)
+    assert [r.id for r in page] == ids and not more
+    assert store.list(3, after="video_unknown") == ([], False)
+
+
+def test_idempotency_same_body_returns_the_job_different_body_conflicts(store):
+    first, created = store.create(make_record(), "key-1", "hash-a")
+    assert created
+    replay, created = store.create(make_record(), "key-1", "hash-a")
+    assert not created and replay.id == first.id
+    with pytest.raises(IdempotencyConflict) as conflict:
+        store.create(make_record(), "key-1", "hash-b")
+    assert conflict.value.job_id == first.id
+    other, created = store.create(make_record(), "key-2", "hash-b")
+    assert created and other.id != first.id
+
+
+def test_idempotency_key_of_a_deleted_job_starts_a_new_one(store):
+    first, _ = store.create(make_record(), "key", "hash")
+    store.delete(first.id)
+    second, created = store.create(make_record(), "key", "hash")
+    assert created and second.id != first.id
+
+
+def test_lifecycle_start_progress_finish(store):
+    record = make_record()
+    store.create(record)
+    assert store.queue_depth("tiny") == 1
+    started = store.start(record.id)
+    assert started.status == JobStatus.in_progress and started.attempts == 1 and started.started_at
+    assert store.queue_depth("tiny") == 0
+    store.set_progress(record.id, 42.5)
+    assert store.get(record.id).progress == 42.5
+    started.status, started.progress, started.output_key = JobStatus.completed, 100.0, "videos/x/video.mp4"
+    started.stats = {"achieved_compute_fraction": 0.5}
+    assert store.finish(started)
+    done = store.get(record.id)
+    assert done.status == JobStatus.completed and done.progress == 100 and done.stats["achieved_compute_fraction"] == 0.5
+    assert store.start(record.id) is None  # terminal jobs never restart
+    assert not store.finish(done)  # and never finish twice
+
+
+def test_redelivered_job_restarts_and_counts_attempts(store):
+    record = make_record()
+    store.create(record)
+    store.start(record.id)
+    again = store.start(record.id)  # the worker died; the broker delivered the task again
+    assert again.status == JobStatus.in_progress and again.attempts == 2
+
+
+def test_cancel_wins_over_a_late_finish(store):
+    record = make_record()
+    store.create(record)
+    running = store.start(record.id)
+    cancelled = store.cancel(record.id)
+    assert cancelled.status == JobStatus.cancelled and cancelled.completed_at
+    assert store.is_cancelled(record.id)
+    running.status = JobStatus.completed
+    assert not store.finish(running)
+    assert store.get(record.id).status == JobStatus.cancelled
+
+
+def test_cancel_queued_job_skips_it_and_terminal_jobs_stay(store):
+    record = make_record()
+    store.create(record)
+    assert store.cancel(record.id).status == JobStatus.cancelled
+    assert store.start(record.id) is None
+    assert store.queue_depth("tiny") == 0
+    failed = make_record()
+    store.create(failed)
+    running = store.start(failed.id)
+    running.status, running.error = JobStatus.failed, ErrorInfo(code="x", message="y")
+    store.finish(running)
+    assert store.cancel(failed.id).status == JobStatus.failed
+    assert not store.is_cancelled(failed.id)
+    assert store.cancel("video_unknown") is None
+
+
+def test_update_rewrites_a_terminal_job_without_changing_its_status(store):
+    record = make_record()
+    store.create(record)
+    running = store.start(record.id)
+    running.status = JobStatus.completed
+    store.finish(running)
+    running.webhook = {"delivered": True, "attempts": 2}
+    store.update(running)
+    assert store.get(record.id).webhook == {"delivered": True, "attempts": 2}
+    assert store.get(record.id).status == JobStatus.completed
+
+
+def test_delete(store):
+    record = make_record()
+    store.create(record)
+    assert store.delete(record.id)
+    assert store.get(record.id) is None and store.list(10) == ([], False)
+    assert not store.delete(record.id)
+
+
+def test_model_cards_expire_without_heartbeats(store):
+    store.register_model(make_card("tiny"), "w1", ttl_seconds=30)
+    store.register_model(make_card("tiny"), "w2", ttl_seconds=30)
+    store.register_model(make_card("other"), "w3", ttl_seconds=0.3)
+    cards = {card.id: card for card in store.models()}
+    assert cards["tiny"].workers == 2 and "other" in cards
+    assert cards["tiny"].limits.min_budget_t2v[8] == 0.3  # the gateway's feasibility table survives storage
+    time.sleep(0.5)
+    assert [card.id for card in store.models()] == ["tiny"]
+
+
+def test_ping(store):
+    store.ping()

@@ -1,0 +1,146 @@
+"""The job pipeline in-process, with the real tiny model: progress, cancellation within one step,
+failures that keep the worker, re-delivery limits."""
+
+import numpy as np
+import pytest
+
+from hsa_core import BudgetInfeasibleError
+from hsa_core.media import read_mp4
+from server.jobs import JobStatus, output_key
+from server.settings import ServiceSettings
+from server.storage import LocalObjectStore
+from server.stores.sqlite_store import SqliteJobStore
+from tests.server.conftest import make_record
+from worker.pipeline import JobPipeline
+from worker.runners import TinyRunner
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return TinyRunner(threads=2)
+
+
+@pytest.fixture
+def parts(tmp_path, runner):
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    storage = LocalObjectStore(tmp_path / "objects")
+    settings = ServiceSettings(data_dir=tmp_path, _env_file=None)
+    return store, storage, JobPipeline(runner, store, storage, settings)
+
+
+def submit(store, **spec):
+    record = make_record(**spec)
+    store.create(record)
+    return record
+
+
+def test_tiny_card_limits(runner):
+    card = runner.card()
+    assert card.id == "tiny" and card.image_input == "optional"
+    assert card.limits.sizes == ["32x32", "64x64", "128x128", "256x256"] and card.limits.num_frames == [16]
+    assert card.limits.seconds == ["2"] and card.seconds_per_step > 0
+    # I2V holds frame 0 clean, so the slowest-rate floor is lower than T2V's
+    assert 0 < card.limits.min_budget_i2v[40] < card.limits.min_budget_t2v[40] < 1
+
+
+def test_completed_job_writes_progress_and_a_decodable_mp4(parts, tmp_path):
+    store, storage, pipeline = parts
+    record = submit(store, steps=6, budget=1.0, width=64, height=64)
+    seen = []
+    original = store.set_progress
+    store.set_progress = lambda job_id, progress: (seen.append(progress), original(job_id, progress))
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "completed"
+    done = store.get(record.id)
+    assert done.status == JobStatus.completed and done.progress == 100 and done.attempts == 1
+    assert seen == pytest.approx([95 * k / 6 for k in range(1, 7)])  # one update per sampler step
+    assert done.stats["achieved_compute_fraction"] == 1.0 and done.output_key == output_key(record.id)
+    clip = read_mp4(storage.local_path(done.output_key))
+    assert clip.shape == (16, 64, 64, 3)
+
+
+def test_cancellation_stops_sampling_within_one_step(parts):
+    store, storage, pipeline = parts
+    record = submit(store, steps=30)
+    steps_after_cancel = []
+    original = store.set_progress
+
+    def progress(job_id, value):
+        original(job_id, value)
+        if store.is_cancelled(job_id):
+            steps_after_cancel.append(value)
+        elif value > 95 * 3 / 30:
+            store.cancel(job_id)  # the user cancels during step 4
+
+    store.set_progress = progress
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "cancelled"
+    assert steps_after_cancel == []  # the next step's check stopped it before any more progress
+    assert store.get(record.id).status == JobStatus.cancelled
+    assert storage.local_path(output_key(record.id)) is None
+
+
+def test_cancelled_before_start_is_skipped(parts):
+    store, _, pipeline = parts
+    record = submit(store)
+    store.cancel(record.id)
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "skipped"
+
+
+class FailingRunner:
+    """Failure injection: a runner whose sampler rejects the job."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def image_size(self):
+        return 32
+
+    def generate(self, spec, image, on_step):
+        on_step(1, spec.steps)
+        raise self.error
+
+
+@pytest.mark.parametrize("error, code", [
+    (BudgetInfeasibleError("budget 0.01 is below 0.3", 0.3), "budget_infeasible"),
+    (RuntimeError("CUDA error: device-side assert"), "internal_error"),
+])
+def test_a_failing_job_fails_with_a_stable_code_and_the_worker_goes_on(parts, error, code):
+    store, storage, pipeline = parts
+    pipeline.runner = FailingRunner(error)
+    record = submit(store)
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "failed"
+    failed = store.get(record.id)
+    assert failed.status == JobStatus.failed and failed.error.code == code
+    assert str(error) in failed.error.message and failed.completed_at
+
+
+def test_deadline_fails_the_job_as_timeout(parts):
+    store, _, pipeline = parts
+    record = submit(store, steps=40, soft_time_limit=0.001)
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "failed"
+    assert store.get(record.id).error.code == "timeout"
+
+
+def test_a_job_that_keeps_killing_workers_is_failed(parts):
+    store, _, pipeline = parts
+    record = submit(store)
+    for _ in range(3):
+        store.start(record.id)  # three deliveries that never finished
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "failed"
+    assert store.get(record.id).error.code == "worker_lost"
+
+
+def test_image_to_video_reads_the_stored_first_frame(parts):
+    from PIL import Image
+    import io
+
+    store, storage, pipeline = parts
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(buffer, format="PNG")
+    record = submit(store, steps=4, width=32, height=32)
+    record.spec.input_key = f"videos/{record.id}/input.png"
+    store.delete(record.id)
+    store.create(record)
+    storage.put_bytes(record.spec.input_key, buffer.getvalue(), "image/png")
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "completed"
+    clip = read_mp4(storage.local_path(output_key(record.id))).astype(np.float32) / 255
+    assert np.abs(clip[0] - np.array([0, 0, 1.0])).mean() < 0.08

@@ -1,0 +1,47 @@
+"""The embedded worker of the one-process default: same pipeline, SQLite store as its queue.
+
+``hsa-video serve`` (with no ``HSA_REDIS_URL``) starts it as a child process next to the gateway;
+``hsa-video worker`` without ``HSA_REDIS_URL`` runs it in the foreground. It is the only consumer of
+its store, so at start-up it re-queues jobs a previous run left in progress (crash recovery).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from server.settings import ServiceSettings, open_object_store
+from server.stores.sqlite_store import SqliteJobStore
+
+from .pipeline import JobPipeline
+from .registration import Heartbeat
+from .runners import load_runner
+
+log = logging.getLogger("hsa.worker")
+
+POLL_SECONDS = 0.1
+
+
+def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.Event | None = None,
+                        runner=None) -> None:
+    stop = stop or threading.Event()
+    runner = runner or load_runner(model, weights=settings.tiny_weights, threads=settings.torch_threads)
+    store = SqliteJobStore(settings.database_path, settings.idempotency_ttl_seconds)
+    pipeline = JobPipeline(runner, store, open_object_store(settings), settings)
+    requeued = store.requeue_in_progress([model])
+    if requeued:
+        log.warning("re-queued %d job(s) left in progress by a previous run", requeued)
+    heartbeat = Heartbeat(store, runner.card(), settings.worker_heartbeat_seconds).start()
+    log.info("embedded worker serving model %s", model)
+    try:
+        while not stop.is_set():
+            record = store.next_queued([model])
+            if record is None:
+                stop.wait(POLL_SECONDS)
+                continue
+            pipeline.run(record.spec.model_dump(mode="json"))
+    finally:
+        heartbeat.stop()
+        for thread in pipeline.webhook_threads:
+            thread.join(timeout=30)
+        store.close()

@@ -1,0 +1,154 @@
+"""One job, start to finish: the code both deployments run (Celery task and embedded worker).
+
+    start (queued → in_progress; a cancelled job is skipped) → load the first frame → sample
+    (progress + cancellation + deadline checked every step) → MP4 → object store under a
+    deterministic key → finish (→ completed, unless cancelled meanwhile) → signed webhook
+
+Job-level failures fail the job with a stable error code and keep the worker alive. A job
+re-delivered after a worker died simply runs again: its output key is the same, so it overwrites.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, output_key
+from server.schemas import video_object
+from server.settings import ServiceSettings
+from server.webhooks import deliver, event_payload
+
+log = logging.getLogger("hsa.worker")
+
+MAX_ATTEMPTS = 3  # deliveries of one job (worker crashes) before it is failed for good
+DENOISE_PROGRESS = 95.0  # progress reached when sampling ends; MP4 encoding and upload fill the rest
+
+
+class JobCancelled(Exception):
+    """Raised from the step hook when the job was cancelled: sampling stops within one step."""
+
+
+class JobDeadlineExceeded(Exception):
+    code = "timeout"
+
+
+def error_code(error: BaseException) -> str:
+    code = getattr(error, "code", None)
+    if isinstance(code, str):
+        return code
+    if type(error).__name__ == "SoftTimeLimitExceeded":
+        return "timeout"
+    if isinstance(error, (ValueError, KeyError)):
+        return "invalid_request"
+    return "internal_error"
+
+
+class JobPipeline:
+    def __init__(self, runner, store, storage, settings: ServiceSettings):
+        self.runner, self.store, self.storage, self.settings = runner, store, storage, settings
+        self.webhook_threads: list[threading.Thread] = []
+
+    def run(self, message: dict[str, Any]) -> str:
+        """Run the job in ``message`` (a JobSpec as JSON); returns its final status."""
+        spec = JobSpec.model_validate(message)
+        record = self.store.start(spec.job_id)
+        if record is None:
+            log.info("job %s skipped: cancelled or deleted before it started", spec.job_id)
+            return "skipped"
+        if record.attempts > MAX_ATTEMPTS:
+            return self._fail(record, "worker_lost", f"the job was started {MAX_ATTEMPTS} times and never finished")
+        log.info("job %s started (attempt %d)", spec.job_id, record.attempts)
+        record.timings = {"queued": round(record.started_at - record.created_at, 4)}
+        try:
+            self._generate(record)
+        except JobCancelled:
+            log.info("job %s cancelled while running", spec.job_id)
+            self.storage.delete_prefix(output_key(spec.job_id))
+            return JobStatus.cancelled.value
+        except Exception as error:  # a job-level failure: fail the job, keep the worker
+            if type(error).__name__ == "SoftTimeLimitExceeded" or isinstance(error, JobDeadlineExceeded):
+                message = f"the job ran past its time limit of {spec.soft_time_limit} s"
+            else:
+                log.exception("job %s failed", spec.job_id)
+                message = f"{type(error).__name__}: {error}"
+            return self._fail(record, error_code(error), message)
+        return record.status.value
+
+    def _generate(self, record: JobRecord) -> None:
+        spec = record.spec
+        started = time.perf_counter()
+        deadline = None if spec.soft_time_limit is None else time.monotonic() + spec.soft_time_limit
+
+        image = None
+        if spec.input_key:
+            from hsa_core.media import read_image
+
+            image = read_image(io.BytesIO(self.storage.get_bytes(spec.input_key)), self.runner.image_size())
+        record.timings["load_input"] = round(time.perf_counter() - started, 4)
+
+        def on_step(done: int, total: int) -> None:
+            if self.store.is_cancelled(spec.job_id):
+                raise JobCancelled(spec.job_id)
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobDeadlineExceeded(spec.job_id)
+            self.store.set_progress(spec.job_id, DENOISE_PROGRESS * done / total)
+
+        mark = time.perf_counter()
+        clip, figures = self.runner.generate(spec, image, on_step)
+        record.timings["generate"] = round(time.perf_counter() - mark, 4)
+
+        from hsa_core.media import write_mp4
+
+        mark = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="hsa-job-") as folder:
+            path = write_mp4(clip, Path(folder) / "video.mp4", fps=spec.fps)
+            record.timings["encode"] = round(time.perf_counter() - mark, 4)
+            mark = time.perf_counter()
+            key = output_key(spec.job_id)
+            self.storage.put_file(key, path, "video/mp4")
+            record.output_bytes = path.stat().st_size
+        record.timings["upload"] = round(time.perf_counter() - mark, 4)
+        record.timings["total"] = round(time.perf_counter() - started, 4)
+
+        now = time.time()
+        record.status, record.progress = JobStatus.completed, 100.0
+        record.output_key, record.stats = key, figures
+        record.completed_at, record.expires_at = now, now + self.settings.output_ttl_seconds
+        if not self.store.finish(record):  # cancelled between the last step and here
+            self.storage.delete_prefix(key)
+            raise JobCancelled(spec.job_id)
+        log.info("job %s completed in %.2f s (compute fraction %s)", spec.job_id, record.timings["total"],
+                 figures.get("achieved_compute_fraction"))
+        self._notify(record, "video.completed")
+
+    def _fail(self, record: JobRecord, code: str, message: str) -> str:
+        record.status = JobStatus.failed
+        record.error = ErrorInfo(code=code, message=message)
+        record.completed_at = time.time()
+        if self.store.finish(record):
+            self._notify(record, "video.failed")
+            return JobStatus.failed.value
+        return JobStatus.cancelled.value
+
+    def _notify(self, record: JobRecord, event_type: str) -> None:
+        if not record.spec.webhook_url:
+            return
+
+        def send() -> None:
+            outcome = deliver(record.spec.webhook_url, event_payload(event_type, video_object(record)),
+                              self.settings.webhook_secret, self.settings.webhook_max_attempts,
+                              self.settings.webhook_backoff_seconds)
+            record.webhook = outcome
+            self.store.update(record)
+            if not outcome["delivered"]:
+                log.warning("webhook for job %s not delivered: %s", record.id, outcome.get("error"))
+
+        # off the job's path: a slow receiver must not hold the GPU worker
+        thread = threading.Thread(target=send, name=f"webhook-{record.id}", daemon=True)
+        thread.start()
+        self.webhook_threads = [t for t in self.webhook_threads if t.is_alive()] + [thread]
