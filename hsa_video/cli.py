@@ -20,6 +20,7 @@ COMMANDS = [
     (("train-tiny",), "hsa_video.commands.train_tiny", "train (or resume training) the built-in tiny model"),
     (("eval-tiny",), "hsa_video.commands.eval_tiny", "score the tiny model with the automatic checker"),
     (("bench", "speed"), "hsa_video.benchmarks.speed", "time plain Euler vs HSA at several budgets"),
+    (("bench", "pareto"), "hsa_video.benchmarks.pareto", "quality vs wall time: HSA, ablations and baselines"),
 ]
 
 

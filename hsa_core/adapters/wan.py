@@ -66,7 +66,7 @@ class _ForwardContext:
     active: torch.Tensor | None = None
     kv_cache: TokenKVCache | None = None
     branch: WanBranch | None = None
-    counters: dict[str, int] = field(default_factory=lambda: {"cross_kv_projections": 0})
+    counters: dict[str, int] = field(default_factory=lambda: {"cross_kv_projections": 0, "self_attention_calls": 0})
 
 
 class KVCacheSyncAttnProcessor:
@@ -77,6 +77,7 @@ class KVCacheSyncAttnProcessor:
         self.context = context
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        self.context.counters["self_attention_calls"] += 1
         if attn.fused_projections:
             query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         else:
@@ -94,8 +95,7 @@ class KVCacheSyncAttnProcessor:
         cache = self.context.kv_cache
         if cache is not None:
             key, value = cache.update(self.layer, key, value, self.context.active)  # (B, H, N, hd)
-        elif self.context.active is not None:
-            raise RuntimeError("a token-subset forward needs a K/V cache")
+        # without a cache a token subset attends to itself only (the no-KV-sync ablation)
 
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)  # (B, H, a, hd)
         out = out.transpose(1, 2).flatten(2, 3).type_as(query)
@@ -179,6 +179,11 @@ class WanAdapter:
     def cross_kv_projections(self) -> int:
         """How many times a layer's text K/V were projected (instrumentation for tests and metrics)."""
         return self._context.counters["cross_kv_projections"]
+
+    @property
+    def self_attention_calls(self) -> int:
+        """Self-attention layer evaluations so far (a block skipped by a caching hook never gets here)."""
+        return self._context.counters["self_attention_calls"]
 
     def token_grid(self, latent_shape: tuple[int, ...]) -> TokenGrid:
         grid = TokenGrid(tuple(latent_shape), self.patch)

@@ -70,6 +70,14 @@ class HSAConfig:
     stagger_phases: spread each divisor group over its phases for a steady per-step load.
     kv_cache_dtype: dtype of cached K/V ("float32", "bfloat16", "float16"); None keeps the model's.
     score_eps: ε in the score's denominator.
+
+    Ablations (the defaults are HSA; the others exist to measure what each part is worth):
+    kv_sync: False drops inactive tokens from attention (active tokens attend to each other only)
+        instead of reading their cached K/V.
+    skipped_update: "frozen" leaves skipped tokens where they are until they are computed again,
+        instead of the cached Euler update.
+    score: "random" allocates from random scores (redrawn at each re-allocation) instead of the
+        velocity dynamics.
     """
 
     warmup_fraction: float = 0.1
@@ -81,6 +89,9 @@ class HSAConfig:
     stagger_phases: bool = True
     kv_cache_dtype: str | None = None
     score_eps: float = 1e-6
+    kv_sync: bool = True
+    skipped_update: Literal["cached_euler", "frozen"] = "cached_euler"
+    score: Literal["velocity", "random"] = "velocity"
 
     def __post_init__(self) -> None:
         for name in ("warmup_fraction", "final_fraction"):
@@ -99,6 +110,10 @@ class HSAConfig:
             raise ConfigError(f"score_normalization must be 'sigma_gap' or 'none', got {self.score_normalization!r}")
         if self.kv_cache_dtype is not None and self.kv_cache_dtype not in _CACHE_DTYPES:
             raise ConfigError(f"kv_cache_dtype must be one of {sorted(_CACHE_DTYPES)} or None")
+        if self.skipped_update not in ("cached_euler", "frozen"):
+            raise ConfigError(f"skipped_update must be 'cached_euler' or 'frozen', got {self.skipped_update!r}")
+        if self.score not in ("velocity", "random"):
+            raise ConfigError(f"score must be 'velocity' or 'random', got {self.score!r}")
 
     def windows(self, steps: int) -> tuple[int, int]:
         """(w, f): full steps at the start and at the end of a T-step schedule."""
@@ -162,7 +177,9 @@ class HSASampler:
             planned[warmup : steps - final] = [window_budget / window_steps] * window_steps
 
         cache_dtype = _CACHE_DTYPES[config.kv_cache_dtype] if config.kv_cache_dtype else None
-        denoiser = GuidedDenoiser(adapter, grid, conditioning, with_kv_cache=sparse, cache_dtype=cache_dtype)
+        denoiser = GuidedDenoiser(adapter, grid, conditioning, with_kv_cache=sparse and config.kv_sync,
+                                  cache_dtype=cache_dtype)
+        random_scores = torch.Generator().manual_seed(0) if config.score == "random" else None
         clock = Stopwatch(device)
         sigmas = schedule.sigmas.tolist()
 
@@ -183,7 +200,10 @@ class HSASampler:
             if in_window and (i - warmup) % config.refresh_interval == 0:
                 remaining = steps - final - i
                 rate = (window_budget - window_used) / (remaining * num_generated)
-                divisors = solve_divisors(score[generated].cpu(), rate, config.divisors, config.rate_exponent)
+                scores = score[generated].cpu()
+                if random_scores is not None:
+                    scores = torch.rand(scores.shape, generator=random_scores)
+                divisors = solve_divisors(scores, rate, config.divisors, config.rate_exponent)
                 most_stale_first = torch.argsort(last_step[generated].cpu(), stable=True)
                 phases = assign_phases(divisors, most_stale_first, config.stagger_phases)
                 plan = AllocationPlan(i, divisors.to(device), phases.to(device))
@@ -216,7 +236,10 @@ class HSASampler:
                 last_step[active] = i
                 last_sigma[active] = sigmas[i]
 
-            x.add_(velocity, alpha=sigmas[i + 1] - sigmas[i])  # cached Euler update of every token
+            if config.skipped_update == "frozen" and in_window:
+                x[:, active] += (sigmas[i + 1] - sigmas[i]) * velocity[:, active]  # skipped tokens stay put
+            else:
+                x.add_(velocity, alpha=sigmas[i + 1] - sigmas[i])  # cached Euler update of every token
             stats.append(StepStats(i, sigmas[i], computed, refreshed, drift, clock.now() - step_start))
             if callback is not None:
                 callback(stats[-1])

@@ -1,0 +1,482 @@
+"""``hsa-video bench pareto``: quality against wall time for HSA and the baselines, in one run.
+
+On the built-in tiny model (the only model whose outputs we can score here), for T2V and I2V
+prompts from the synthetic domain, split into a tuning half and a held-out half:
+
+1. The reference: plain Euler, 40 steps, CFG — its clip and sampler wall time per prompt.
+2. Calibration (tuning prompts only): each method's knob is swept and its time fraction measured,
+   then the knob is chosen per target time fraction (``methods.knob_for_target``).
+3. HSA tuning (tuning prompts only): one-knob-at-a-time search over HSAConfig at the 0.5 target;
+   the winner runs as ``hsa_tuned``.
+4. Evaluation (every prompt): each method at each target — time fraction (its sampler wall time /
+   the reference's, same prompt, same run), compute fraction, PSNR and SSIM of the decoded frames
+   against the reference (scikit-image), prompt adherence (the tiny model's checker), and for I2V
+   the first-frame error. Methods run interleaved per prompt, so drift hits all of them alike.
+
+Writes ``pareto.json`` (rows per method × target × split × mode), ``pareto.md`` (tables, mean ±
+95% CI), ``pareto.png`` (held-out PSNR vs time fraction) and ``pareto_strip.png`` (frames of the
+reference, HSA and the best baseline at the lowest target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+ATTRIBUTES = ("color", "shape", "direction", "background", "background_kind")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--t2v", type=int, default=32, help="T2V prompt/seed pairs, half tuning (default 32)")
+    parser.add_argument("--i2v", type=int, default=16, help="I2V prompt/seed pairs, half tuning (default 16)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.75, 0.5, 0.25, 0.15],
+                        help="target time fractions (default 0.75 0.5 0.25 0.15)")
+    parser.add_argument("--steps", type=int, default=40, help="reference steps (default 40)")
+    parser.add_argument("--methods", nargs="+", default=None, help="subset of methods (default all)")
+    parser.add_argument("--calibration-prompts", type=int, default=2, help="tuning prompts used to map knobs to time")
+    parser.add_argument("--no-tune", action="store_true", help="skip the HSA config search")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights", type=Path, default=None, help="tiny-model weights directory")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="report directory")
+
+
+# ------------------------------------------------------------------------------------------------
+# measurement
+
+
+class Harness:
+    """Runs one sampler on one prompt and scores it against that prompt's reference."""
+
+    def __init__(self, model, steps: int):
+        self.model, self.steps = model, steps
+
+    def run(self, sampler, caption: str, seed: int, image=None):
+        clip, result = self.model.generate(caption, sampler, image=image, steps=self.steps, seed=seed)
+        return clip, result
+
+    @staticmethod
+    def fidelity(clip: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+        from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+        clip, reference = np.clip(clip, 0, 1).astype(np.float64), np.clip(reference, 0, 1).astype(np.float64)
+        psnr = peak_signal_noise_ratio(reference, clip, data_range=1.0)
+        ssim = float(np.mean([structural_similarity(r, c, channel_axis=-1, data_range=1.0)
+                              for r, c in zip(reference, clip)]))
+        return float(min(psnr, 100.0)), ssim  # identical clips: cap the infinite PSNR
+
+    @staticmethod
+    def adherence(clip: np.ndarray, caption: str, image=None) -> tuple[float, dict, float | None]:
+        from hsa_core.tiny.checker import check_clip
+
+        result = check_clip(clip, caption, first_frame=image)
+        scores = {a: float(getattr(result, a)) for a in ATTRIBUTES}
+        return float(np.mean(list(scores.values()))), scores, result.first_frame_max_abs_error
+
+
+def prompts(count: int, mode: str, seed: int):
+    """(caption, seed, split, first frame or None) — alternating tuning / held-out."""
+    from hsa_core.tiny.domain import render, sample_spec
+
+    rng = np.random.default_rng(seed)
+    items = []
+    for index in range(count):
+        spec = sample_spec(rng, "held_out" if index % 4 == 3 else "train")
+        image = render(spec)[0] if mode == "i2v" else None
+        items.append((spec.caption, 1000 * (mode == "i2v") + index, "tuning" if index % 2 == 0 else "heldout", image))
+    return items
+
+
+def build_sampler(method, knob, context):
+    """The method's sampler at ``knob``, raised to the smallest feasible budget if needed."""
+    from hsa_core import BudgetInfeasibleError
+
+    try:
+        return method.build(knob, context), knob
+    except BudgetInfeasibleError as error:  # pragma: no cover - constructors do not check feasibility
+        return method.build(error.min_budget, context), error.min_budget
+
+
+def timed_run(harness, method, knob, context, caption, seed, image=None):
+    from hsa_core import BudgetInfeasibleError
+
+    sampler, knob = build_sampler(method, knob, context)
+    try:
+        clip, result = harness.run(sampler, caption, seed, image)
+    except BudgetInfeasibleError as error:
+        knob = math.ceil(error.min_budget * 1000) / 1000
+        sampler, knob = build_sampler(method, knob, context)
+        clip, result = harness.run(sampler, caption, seed, image)
+    return clip, result, knob
+
+
+def calibrate(harness, methods, context, calibration, references, progress) -> dict:
+    """knob → median time fraction over the calibration prompts, per method."""
+    from hsa_core import ConfigError
+
+    curves = {}
+    for method in methods:
+        if method.knob == "fraction":
+            continue
+        measured: dict[float, list[float]] = {}
+        for value in method.sweep:
+            for (caption, seed, _, image), (_, ref_seconds) in zip(calibration, references):
+                try:
+                    _, result, used = timed_run(harness, method, value, context, caption, seed, image)
+                except ConfigError:  # e.g. a budget that leaves this schedule no tokens to compute
+                    continue
+                measured.setdefault(used, []).append(result.seconds / ref_seconds)
+            progress()
+        if not measured:
+            raise ValueError(f"no knob value of {method.name} is feasible at this step count")
+        curves[method.name] = {k: float(np.median(v)) for k, v in measured.items()}
+    return curves
+
+
+def tune_hsa(harness, context, tuning, references, budget: float, progress) -> tuple[object, list[dict]]:
+    """One knob at a time from the defaults, keeping changes that raise mean PSNR on the tuning prompts."""
+    from hsa_core import HSAConfig, HSASampler
+
+    grid = {
+        "warmup_fraction": (0.05, 0.1, 0.2),
+        "final_fraction": (0.025, 0.05, 0.1),
+        "refresh_interval": (2, 4, 8),
+        "score_normalization": ("sigma_gap", "none"),
+        "rate_exponent": (0.5, 1.0),
+        "divisors": ((1, 2, 4, 8, 16), (1, 2, 4, 8), (1, 2, 3, 4, 6, 8, 12, 16)),
+    }
+
+    def score(config) -> float:
+        values = []
+        for (caption, seed, _, image), (reference, _) in zip(tuning, references):
+            try:
+                clip, _ = harness.run(HSASampler(budget, config), caption, seed, image)
+            except ValueError:  # an infeasible budget for this window/divisor choice
+                return -math.inf
+            values.append(Harness.fidelity(clip, reference)[0])
+            progress()
+        return float(np.mean(values))
+
+    best = context.hsa_config or HSAConfig()
+    best_score = score(best)
+    log = [{"config": _config_dict(best), "psnr": best_score}]
+    for name, values in grid.items():
+        for value in values:
+            if getattr(best, name) == value:
+                continue
+            candidate = replace(best, **{name: value})
+            candidate_score = score(candidate)
+            log.append({"config": _config_dict(candidate), "psnr": candidate_score})
+            if candidate_score > best_score + 0.05:
+                best, best_score = candidate, candidate_score
+    return best, log
+
+
+def _config_dict(config) -> dict:
+    data = asdict(config)
+    data["divisors"] = list(data["divisors"])
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics and reports
+
+
+def ci95(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float("nan")
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def summarise(samples: list[dict]) -> list[dict]:
+    rows = []
+    keys = sorted({(s["mode"], s["method"], s["target_fraction"], s["split"]) for s in samples},
+                  key=lambda k: (k[0], k[1], -k[2], k[3]))
+    for mode, method, target, split in keys:
+        group = [s for s in samples if (s["mode"], s["method"], s["target_fraction"], s["split"]) ==
+                 (mode, method, target, split)]
+        row = {
+            "mode": mode, "method": method, "target_fraction": target, "split": split, "n": len(group),
+            "knob": group[0]["knob"],
+            "time_fraction": round(float(np.median([s["time_fraction"] for s in group])), 4),
+            "token_fraction": round(float(np.mean([s["token_fraction"] for s in group])), 4),
+        }
+        for metric in ("psnr", "ssim", "adherence"):
+            values = [s[metric] for s in group]
+            row[metric] = round(float(np.mean(values)), 4)
+            row[f"{metric}_ci95"] = round(ci95(values), 4)
+        if mode == "i2v":
+            row["first_frame_max_abs_error"] = round(float(np.max([s["first_frame_error"] for s in group])), 5)
+        rows.append(row)
+    return rows
+
+
+def render_markdown(report: dict) -> str:
+    rows = report["rows"]
+    lines = [
+        "# Quality–runtime Pareto benchmark (tiny model)", "",
+        f"`hsa-video bench pareto` — {report['environment']['cpu']}, {report['environment']['threads']} threads, "
+        f"torch {report['environment']['torch']}, {report['date']}. Reference: plain Euler, "
+        f"{report['steps']} steps, CFG {report['guidance_scale']}. {report['prompts']['t2v']} T2V and "
+        f"{report['prompts']['i2v']} I2V prompt/seed pairs, half tuning, half held-out.",
+        "",
+        "Time fraction = the method's sampler wall time / the reference's on the same prompt in the same "
+        "run (median). PSNR / SSIM: decoded frames against the reference's (mean ± 95% CI). Adherence: the "
+        "tiny model's checker (colour, shape, direction, background colour and kind; mean). Reference "
+        f"sampler time: {report['reference_seconds_median']:.2f} s per clip (median).",
+        "",
+        "## How much do fewer steps lose? (held-out, T2V)", "",
+        "| target | steps | PSNR (dB) | SSIM |", "|---|---|---|---|",
+    ]
+    for row in rows:
+        if row["method"] == "fewer_steps" and row["split"] == "heldout" and row["mode"] == "t2v":
+            lines.append(f"| {row['target_fraction']:g} | {round(row['target_fraction'] * report['steps'])} | "
+                         f"{row['psnr']:.2f} ± {row['psnr_ci95']:.2f} | {row['ssim']:.3f} |")
+    for mode in ("t2v", "i2v"):
+        for target in report["targets"]:
+            selected = [r for r in rows if r["mode"] == mode and r["split"] == "heldout" and r["target_fraction"] == target]
+            if not selected:
+                continue
+            lines += ["", f"## {mode.upper()} held-out, target time fraction {target:g}", "",
+                      "| method | knob | time fraction | compute fraction | PSNR (dB) | SSIM | adherence |"
+                      + (" frame-0 err |" if mode == "i2v" else ""),
+                      "|---|---|---|---|---|---|---|" + ("---|" if mode == "i2v" else "")]
+            for r in sorted(selected, key=lambda r: -r["psnr"]):
+                line = (f"| {r['method']} | {r['knob']:.4g} | {r['time_fraction']:.3f} | {r['token_fraction']:.3f} | "
+                        f"{r['psnr']:.2f} ± {r['psnr_ci95']:.2f} | {r['ssim']:.3f} ± {r['ssim_ci95']:.3f} | "
+                        f"{r['adherence']:.3f} |")
+                if mode == "i2v":
+                    line += f" {r['first_frame_max_abs_error']:.4f} |"
+                lines.append(line)
+    lines += ["", "## Reference adherence", "",
+              f"T2V {report['reference_adherence']['t2v']:.3f}, I2V {report['reference_adherence']['i2v']:.3f} "
+              "(the ceiling a faithful accelerator can reach).", ""]
+    if report.get("hsa_tuning"):
+        tuning = report["hsa_tuning"]
+        lines += ["## HSA tuning (tuning prompts, T2V, budget for the 0.5 target)", "",
+                  f"{len(tuning['log'])} configs tried, one knob at a time from the defaults; "
+                  f"default PSNR {tuning['log'][0]['psnr']:.2f} dB → tuned {tuning['best_psnr']:.2f} dB.", "",
+                  "Chosen: `" + json.dumps({k: v for k, v in tuning["best"].items()
+                                              if v != tuning["log"][0]["config"].get(k)}) + "` (changes from the defaults).", ""]
+    lines += ["## Methods", ""]
+    for name, description in report["methods"].items():
+        lines.append(f"- `{name}`: {description}")
+    lines += ["", "Knob → time-fraction calibration (tuning prompts): see `calibration` in pareto.json.", ""]
+    if report.get("findings"):
+        lines += ["## Findings", ""] + [f"- {f}" for f in report["findings"]] + [""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for axis, mode in zip(axes, ("t2v", "i2v")):
+        rows = [r for r in report["rows"] if r["mode"] == mode and r["split"] == "heldout"]
+        for method in sorted({r["method"] for r in rows}):
+            points = sorted((r for r in rows if r["method"] == method), key=lambda r: r["time_fraction"])
+            style = "-o" if method in ("hsa", "hsa_tuned") else "--."
+            axis.errorbar([p["time_fraction"] for p in points], [p["psnr"] for p in points],
+                          yerr=[p["psnr_ci95"] for p in points], fmt=style, label=method, capsize=2,
+                          linewidth=2.2 if method in ("hsa", "hsa_tuned") else 1.2)
+        axis.set_title(f"{mode.upper()} held-out: fidelity to the 40-step reference")
+        axis.set_xlabel("time fraction (method / reference wall time)")
+        axis.set_ylabel("PSNR vs reference (dB)")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def strip(clips: list[tuple[str, np.ndarray]], caption: str, path: Path, frames=(0, 5, 10, 15), scale=4) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(clips), len(frames), figsize=(1.6 * len(frames), 1.7 * len(clips)))
+    for row, (label, clip) in enumerate(clips):
+        for col, frame in enumerate(frames):
+            axis = axes[row, col]
+            axis.imshow(np.clip(clip[frame], 0, 1).repeat(scale, 0).repeat(scale, 1), interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if col == 0:
+                axis.set_ylabel(label, fontsize=7)
+            if row == 0:
+                axis.set_title(f"frame {frame}", fontsize=8)
+    fig.suptitle(caption, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from hsa_core import EulerSampler, HSAConfig
+    from hsa_core.tiny.model import WEIGHTS_DIR, TinyVideoModel
+
+    from .methods import METHODS, Method, MethodContext, knob_for_target
+
+    torch.set_num_threads(args.threads)
+    unknown = set(args.methods or []) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+    if any(not 0 < f <= 1 for f in args.fractions):
+        raise ValueError("--fractions must be in (0, 1]")
+    methods = [METHODS[name] for name in (args.methods or METHODS)]
+    model = TinyVideoModel.load(args.weights or WEIGHTS_DIR)
+    harness = Harness(model, args.steps)
+    targets = sorted(args.fractions, reverse=True)
+    t2v, i2v = prompts(args.t2v, "t2v", 0), prompts(args.i2v, "i2v", 1)
+    everything = [("t2v", p) for p in t2v] + [("i2v", p) for p in i2v]
+    context = MethodContext(hsa_config=HSAConfig())
+
+    calibration = [p for p in t2v if p[2] == "tuning"][: args.calibration_prompts]
+    sweeps = sum(len(m.sweep) for m in methods if m.knob != "fraction")
+    tuning_prompts = [p for p in t2v if p[2] == "tuning"]
+    tune = not args.no_tune and any(m.name == "hsa" for m in methods)
+    total = (len(everything) + sweeps + (40 * len(tuning_prompts) if tune else 0)
+             + len(everything) * len(targets) * (len(methods) + tune))
+    bar = tqdm(total=total, unit="run", desc="bench pareto", file=sys.stderr)
+
+    references: dict[tuple[str, int], tuple[np.ndarray, float]] = {}
+    reference_adherence = {"t2v": [], "i2v": []}
+    euler = EulerSampler()
+    for mode, (caption, seed, _, image) in everything:
+        clip, result = harness.run(euler, caption, seed, image)
+        references[(mode, seed)] = (clip, result.seconds)
+        reference_adherence[mode].append(Harness.adherence(clip, caption, image)[0])
+        bar.update()
+
+    if any(m.name == "mag_cache" for m in methods):
+        from hsa_core.samplers.diffusers_cache import calibrate_mag_ratios
+
+        caption, seed, _, image = calibration[0]
+
+        class MagCalibration:  # calibration runs through the model's own generate path
+            def sample(self, adapter, x, grid, conditioning, schedule, frozen=None, callback=None):
+                context.mag_ratios = calibrate_mag_ratios(adapter, x, grid, conditioning, schedule, frozen)
+                return euler.sample(adapter, x, grid, conditioning, schedule, frozen)
+
+        harness.run(MagCalibration(), caption, seed, image)
+
+    calibration_refs = [references[("t2v", p[1])] for p in calibration]
+    curves = calibrate(harness, methods, context, calibration, calibration_refs, bar.update)
+
+    tuning_report = None
+    if tune:
+        hsa = METHODS["hsa"]
+        budget = knob_for_target(hsa, curves["hsa"], 0.5)
+        tuned, log = tune_hsa(harness, context, tuning_prompts, [references[("t2v", p[1])] for p in tuning_prompts],
+                              budget, bar.update)
+        tuning_report = {"budget": budget, "best": _config_dict(tuned), "best_psnr": max(e["psnr"] for e in log),
+                         "log": log}
+        tuned_method = Method("hsa_tuned", "budget", METHODS["hsa"].build, METHODS["hsa"].sweep,
+                              "HSA with the config tuned on the tuning prompts", "hsa")
+        tuned_context = MethodContext(hsa_config=tuned, mag_ratios=context.mag_ratios)
+        curves["hsa_tuned"] = calibrate(harness, [tuned_method], tuned_context, calibration, calibration_refs,
+                                        bar.update)["hsa_tuned"]
+        methods = methods + [tuned_method]
+    contexts = {m.name: (tuned_context if m.name == "hsa_tuned" else context) for m in methods}
+    knobs = {(m.name, t): knob_for_target(m, curves.get(m.name, {}), t) for m in methods for t in targets}
+
+    samples, strip_clips = [], {}
+    for mode, (caption, seed, split, image) in everything:
+        reference, ref_seconds = references[(mode, seed)]
+        for target in targets:
+            for method in methods:
+                clip, result, knob = timed_run(harness, method, knobs[(method.name, target)], contexts[method.name],
+                                               caption, seed, image)
+                psnr, ssim = Harness.fidelity(clip, reference)
+                adherence, _, first_error = Harness.adherence(clip, caption, image)
+                samples.append({"mode": mode, "method": method.name, "target_fraction": target, "split": split,
+                                "knob": knob, "seed": seed, "time_fraction": result.seconds / ref_seconds,
+                                "token_fraction": result.achieved_compute_fraction, "psnr": psnr, "ssim": ssim,
+                                "adherence": adherence, "first_frame_error": first_error or 0.0})
+                if mode == "t2v" and split == "heldout" and target == targets[-1] and not strip_clips.get("caption"):
+                    strip_clips.setdefault("clips", {})[method.name] = clip
+                bar.update()
+        if strip_clips.get("clips") and not strip_clips.get("caption"):
+            strip_clips.update(caption=caption, reference=reference)
+    bar.close()
+
+    rows = summarise(samples)
+    report = {
+        "benchmark": "pareto",
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                        "torch": torch.__version__},
+        "steps": args.steps, "guidance_scale": model.config.guidance_scale,
+        "prompts": {"t2v": len(t2v), "i2v": len(i2v)},
+        "targets": targets,
+        "reference_seconds_median": float(np.median([s for _, s in references.values()])),
+        "reference_adherence": {m: float(np.mean(v)) if v else float("nan") for m, v in reference_adherence.items()},
+        "methods": {m.name: m.description for m in methods},
+        "calibration": {name: {f"{k:g}": round(v, 4) for k, v in curve.items()} for name, curve in curves.items()},
+        "hsa_tuning": tuning_report,
+        "rows": rows,
+        "samples": samples,
+    }
+    report["findings"] = findings(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pareto.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "pareto.md").write_text(render_markdown(report))
+    plot(report, args.out / "pareto.png")
+    if strip_clips.get("caption"):
+        chosen = best_rows(report, "t2v", targets[-1])
+        order = [("reference (Euler 40)", strip_clips["reference"])]
+        for name in [n for n in ("hsa_tuned", "hsa") if n in strip_clips["clips"]][:1] + chosen[:1]:
+            order.append((f"{name} @ {targets[-1]:g}", strip_clips["clips"][name]))
+        strip(order, strip_clips["caption"], args.out / "pareto_strip.png")
+    print(render_markdown(report))
+    print(f"wrote {args.out / 'pareto.json'}, pareto.md, pareto.png, pareto_strip.png", file=sys.stderr)
+    return 0
+
+
+def best_rows(report: dict, mode: str, target: float) -> list[str]:
+    """Baseline methods at ``target`` (held-out), best PSNR first."""
+    rows = [r for r in report["rows"] if r["mode"] == mode and r["split"] == "heldout" and r["target_fraction"] == target
+            and not r["method"].startswith("hsa")]
+    return [r["method"] for r in sorted(rows, key=lambda r: -r["psnr"])]
+
+
+def findings(report: dict) -> list[str]:
+    """Plain statements read off the held-out rows: where HSA stands against the best baseline."""
+    out = []
+    for mode in ("t2v", "i2v"):
+        for target in report["targets"]:
+            rows = {r["method"]: r for r in report["rows"]
+                    if r["mode"] == mode and r["split"] == "heldout" and r["target_fraction"] == target}
+            hsa = rows.get("hsa_tuned") or rows.get("hsa")
+            baselines = [r for name, r in rows.items() if not name.startswith("hsa")]
+            if not hsa or not baselines:
+                continue
+            best = max(baselines, key=lambda r: r["psnr"])
+            verdict = "beats" if hsa["psnr"] > best["psnr"] else "trails"
+            out.append(f"{mode.upper()} @ {target:g}: {hsa['method']} {hsa['psnr']:.2f} dB at time fraction "
+                       f"{hsa['time_fraction']:.2f} {verdict} the best baseline, {best['method']} "
+                       f"{best['psnr']:.2f} dB at {best['time_fraction']:.2f} "
+                       f"(Δ {hsa['psnr'] - best['psnr']:+.2f} dB).")
+    return out
