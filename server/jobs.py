@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .sla import TimingModel
+
 JOB_SPEC_VERSION = 1
 
 
@@ -64,6 +66,13 @@ class JobSpec(BaseModel):
     guidance_scale: float | None = None  # None: the model's default
     webhook_url: str | None = None
     soft_time_limit: float | None = None  # seconds; the worker stops the job past it
+    # latency SLA (server/sla.py)
+    budget_source: str = "explicit"  # "explicit" (the request's budget) or "sla" (chosen for the deadline)
+    tier: str | None = None
+    priority: int = 3  # queue priority, lower first
+    deadline_at: float | None = None  # unix time the video should be downloadable by
+    min_budget: float = 0.0  # floor for re-planning (the smallest feasible budget)
+    best_effort: bool = True  # accepted even when the deadline looked unreachable
 
 
 class ErrorInfo(BaseModel):
@@ -88,6 +97,8 @@ class JobRecord(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)  # seconds per stage
     stats: dict[str, Any] = Field(default_factory=dict)  # sampler figures: achieved compute fraction, …
     webhook: dict[str, Any] | None = None  # delivery outcome
+    predicted_service_seconds: float | None = None  # gateway's prediction of the worker's time
+    predicted_completion_at: float | None = None  # gateway's prediction, queue wait included
 
     @property
     def id(self) -> str:
@@ -122,6 +133,7 @@ class ModelCard(BaseModel):
     image_input: str  # "optional" (T2V + I2V), "required" (I2V only) or "unsupported" (T2V only)
     limits: ModelLimits
     seconds_per_step: float | None = None  # measured at worker start-up, full budget, one clip
+    timing: TimingModel | None = None  # service-time model for SLA budgets (server/sla.py)
     workers: int = 1
 
 

@@ -11,6 +11,15 @@ from __future__ import annotations
 from typing import Protocol
 
 from .jobs import JobSpec
+from .sla import PRIORITY_STEPS
+
+# kombu emulates priorities on Redis with one list per step; producer and consumer must agree
+BROKER_TRANSPORT_OPTIONS = {
+    "priority_steps": PRIORITY_STEPS,
+    "sep": ":",
+    "queue_order_strategy": "priority",
+    "visibility_timeout": 6 * 3600,  # Redis re-delivers unacknowledged tasks after this; longer than any job
+}
 
 TASK_NAME = "hsa.generate_video"
 HARD_LIMIT_GRACE_SECONDS = 30.0
@@ -34,7 +43,8 @@ class CeleryJobQueue:
         from celery import Celery
 
         self.app = Celery("hsa-gateway", broker=broker_url)
-        self.app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True)
+        self.app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True,
+                             broker_transport_options=BROKER_TRANSPORT_OPTIONS)
 
     def submit(self, spec: JobSpec) -> None:
         options = {}
@@ -42,7 +52,7 @@ class CeleryJobQueue:
             options = dict(soft_time_limit=spec.soft_time_limit,
                            time_limit=spec.soft_time_limit + HARD_LIMIT_GRACE_SECONDS)
         self.app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], queue=queue_name(spec.model),
-                           task_id=spec.job_id, **options)
+                           task_id=spec.job_id, priority=spec.priority, **options)
 
     def ping(self) -> None:
         with self.app.connection_for_write() as connection:

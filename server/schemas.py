@@ -8,13 +8,15 @@ size, frames, steps, budget feasibility, image required or refused).
 from __future__ import annotations
 
 import secrets
-from typing import Any
+import time
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import APIError
 from .jobs import JobRecord, JobSpec, JobStatus, ModelCard, frames_for_seconds
+from .sla import DEFAULT_TIER, TIERS
 
 MAX_SEED = 2**31 - 1
 
@@ -36,6 +38,10 @@ class VideoCreate(BaseModel):
     negative_prompt: str = ""
     num_frames: int | None = Field(None, ge=1)
     webhook_url: str | None = None
+    deadline_s: float | None = Field(None, gt=0, le=7 * 24 * 3600,
+                                     description="seconds from submission to a downloadable video")
+    tier: Literal["interactive", "standard", "batch"] | None = None
+    best_effort: bool | None = None  # accept at the smallest budget when the deadline cannot be met
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -68,7 +74,7 @@ def _parse_size(size: str) -> tuple[int, int]:
 
 
 def resolve_request(request: VideoCreate, card: ModelCard, has_image: bool, job_id: str,
-                    input_key: str | None, time_limit_factor: float) -> JobSpec:
+                    input_key: str | None) -> JobSpec:
     """Fill defaults from the model card and check every value against its limits (422 naming the field)."""
     limits = card.limits
     if card.image_input == "required" and not has_image:
@@ -108,22 +114,28 @@ def resolve_request(request: VideoCreate, card: ModelCard, has_image: bool, job_
     if steps > limits.max_steps:
         raise APIError(422, "invalid_steps", f"steps: at most {limits.max_steps} for {card.id!r}", "steps")
 
-    budget = 1.0 if request.budget is None else request.budget
     table = limits.min_budget_i2v if has_image else limits.min_budget_t2v
-    if budget < 1 and steps < len(table) and budget < table[steps] - 1e-9:
-        raise APIError(422, "budget_infeasible", f"budget: {budget:g} is below the smallest budget "
-                       f"{table[steps]:.3f} that {steps} steps allow; raise budget or steps", "budget",
-                       extra={"min_budget": round(table[steps], 4)})
+    min_budget = table[steps] if steps < len(table) else 1.0
+    if request.budget is not None and request.budget < 1 and request.budget < min_budget - 1e-9:
+        raise APIError(422, "budget_infeasible", f"budget: {request.budget:g} is below the smallest budget "
+                       f"{min_budget:.3f} that {steps} steps allow; raise budget or steps", "budget",
+                       extra={"min_budget": round(min_budget, 4)})
 
-    soft_time_limit = None
-    if card.seconds_per_step:
-        soft_time_limit = round(time_limit_factor * card.seconds_per_step * steps * budget + 60.0, 1)
+    # latency SLA: an explicit deadline or tier is strict (429 when unreachable) unless best_effort;
+    # a request with neither gets the default tier, best effort
+    tier = TIERS[request.tier or DEFAULT_TIER]
+    deadline_s = request.deadline_s or tier.deadline_s
+    strict = request.deadline_s is not None or request.tier is not None
+    best_effort = (not strict) if request.best_effort is None else request.best_effort
     return JobSpec(
         job_id=job_id, model=card.id, prompt=request.prompt, negative_prompt=request.negative_prompt,
         input_key=input_key, width=width, height=height, num_frames=num_frames, fps=limits.fps, steps=steps,
-        budget=budget, seed=secrets.randbelow(MAX_SEED) if request.seed is None else request.seed,
+        budget=1.0 if request.budget is None else request.budget,
+        budget_source="explicit" if request.budget is not None else "sla",
+        seed=secrets.randbelow(MAX_SEED) if request.seed is None else request.seed,
         guidance_scale=limits.guidance_scale if request.guidance_scale is None else request.guidance_scale,
-        webhook_url=request.webhook_url, soft_time_limit=soft_time_limit,
+        webhook_url=request.webhook_url, tier=tier.name, priority=tier.priority,
+        deadline_at=time.time() + deadline_s, min_budget=round(min_budget, 4), best_effort=best_effort,
     )
 
 
@@ -156,8 +168,15 @@ def video_object(record: JobRecord) -> dict[str, Any]:
         "seed": spec.seed,
         "guidance_scale": spec.guidance_scale,
         "image_to_video": spec.input_key is not None,
-        "budget": spec.budget,
+        "budget": record.stats.get("budget", spec.budget),
+        "budget_source": spec.budget_source,
         "achieved_compute_fraction": record.stats.get("achieved_compute_fraction"),
+        "tier": spec.tier,
+        "started_at": None if record.started_at is None else round(record.started_at, 3),  # ms, for ordering
+        "deadline_at": _timestamp(spec.deadline_at),
+        "predicted_completion_at": _timestamp(record.predicted_completion_at),
+        "sla_met": None if record.completed_at is None or record.status != JobStatus.completed
+        else record.completed_at <= spec.deadline_at,
         "token_fraction": record.stats.get("token_fraction"),
         "timings": record.timings,
         "attempts": record.attempts,

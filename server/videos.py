@@ -17,6 +17,7 @@ from .auth import require_api_key
 from .errors import APIError
 from .jobs import JobRecord, JobStatus, input_key, new_job_id
 from .schemas import parse_create, resolve_request, video_object
+from .sla import plan_job, retry_after
 from .stores import IdempotencyConflict
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -99,6 +100,28 @@ def _find_card(store, model: str):
                    extra={"models": [card.id for card in cards]})
 
 
+def _plan_deadline(record: JobRecord, card, active: list[JobRecord], settings) -> None:
+    """Pick the budget for the deadline from the worker's timing model and the live queue (or 429)."""
+    spec, now = record.spec, time.time()
+    plan = plan_job(spec, card.timing, active, card.workers, now)
+    if plan.budget is None:
+        if not spec.best_effort:
+            wait = retry_after(plan.fastest_completion_at - now, spec.deadline_at - now)
+            raise APIError(429, "deadline_unreachable",
+                           f"the deadline ({spec.deadline_at - now:.1f} s) cannot be met: the fastest this job "
+                           f"can finish is in {plan.fastest_completion_at - now:.1f} s (queue wait "
+                           f"{plan.wait_seconds:.1f} s at budget {spec.min_budget:g}); retry later, relax the "
+                           "deadline, or send best_effort=true", "deadline_s", type="rate_limit_error",
+                           headers={"Retry-After": str(wait)},
+                           extra={"predicted_seconds": round(plan.fastest_completion_at - now, 2)})
+        plan = plan_job(spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"}),
+                        card.timing, active, card.workers, now)
+    spec.budget = plan.budget
+    record.predicted_service_seconds = round(plan.service_seconds, 3)
+    record.predicted_completion_at = plan.completion_at
+    spec.soft_time_limit = round(settings.time_limit_factor * plan.service_seconds + 60.0, 1)
+
+
 def _get_record(store, video_id: str) -> JobRecord:
     record = store.get(video_id)
     if record is None:
@@ -114,8 +137,13 @@ async def create_video(request: Request, api_key: ApiKey) -> JSONResponse:
     card = await run_in_threadpool(_find_card, store, body.model or settings.default_model)
     job_id = new_job_id()
     png = _normalise_image(image) if image is not None else None
-    spec = resolve_request(body, card, png is not None, job_id, input_key(job_id) if png else None,
-                           settings.time_limit_factor)
+    spec = resolve_request(body, card, png is not None, job_id, input_key(job_id) if png else None)
+    record = JobRecord(spec=spec)
+    if card.timing is not None:
+        active = await run_in_threadpool(store.active_jobs, card.id)
+        _plan_deadline(record, card, active, settings)
+    elif card.seconds_per_step:  # a worker without a timing model: no SLA planning, a generous limit
+        spec.soft_time_limit = round(settings.time_limit_factor * card.seconds_per_step * spec.steps + 60.0, 1)
 
     idempotency_key = request.headers.get("idempotency-key")
     body_hash = None
@@ -124,10 +152,12 @@ async def create_video(request: Request, api_key: ApiKey) -> JSONResponse:
         body_hash = hashlib.sha256(canonical.encode()).hexdigest()
         idempotency_key = f"{api_key[:16]}:{idempotency_key}"
 
+    submitted = record
+
     def submit() -> tuple[JobRecord, bool]:
         if png is not None:
             storage.put_bytes(spec.input_key, png, "image/png")
-        record, created = store.create(JobRecord(spec=spec), idempotency_key, body_hash)
+        record, created = store.create(submitted, idempotency_key, body_hash)
         if created:
             try:
                 queue.submit(spec)

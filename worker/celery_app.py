@@ -17,7 +17,7 @@ import threading
 
 from celery import Celery, signals
 
-from server.queues import TASK_NAME
+from server.queues import BROKER_TRANSPORT_OPTIONS, TASK_NAME
 from server.settings import ServiceSettings
 
 log = logging.getLogger("hsa.worker")
@@ -37,8 +37,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,
-    # Redis re-delivers unacknowledged tasks after this long; longer than any job may run
-    broker_transport_options={"visibility_timeout": 6 * 3600},
+    broker_transport_options=BROKER_TRANSPORT_OPTIONS,  # priorities per tier, visibility timeout
 )
 
 
@@ -72,7 +71,7 @@ class _ProcessState:
             runner = load_runner(model, **_runner_options(model, settings))
             store, storage = open_job_store_for(settings), open_object_store(settings)
             self.pipeline = JobPipeline(runner, store, storage, settings)
-            self.heartbeat = Heartbeat(store, runner.card(), settings.worker_heartbeat_seconds).start()
+            self.heartbeat = Heartbeat(store, runner.card, settings.worker_heartbeat_seconds).start()
             log.info("model %s loaded; serving queue hsa.%s", model, model)
         except BaseException as error:
             log.exception("model failed to load")

@@ -31,7 +31,7 @@ def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.E
     requeued = store.requeue_in_progress([model])
     if requeued:
         log.warning("re-queued %d job(s) left in progress by a previous run", requeued)
-    heartbeat = Heartbeat(store, runner.card(), settings.worker_heartbeat_seconds).start()
+    heartbeat = Heartbeat(store, runner.card, settings.worker_heartbeat_seconds).start()
     log.info("embedded worker serving model %s", model)
     try:
         while not stop.is_set():

@@ -21,6 +21,7 @@ from typing import Any
 from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, output_key
 from server.schemas import video_object
 from server.settings import ServiceSettings
+from server.sla import choose_budget
 from server.webhooks import deliver, event_payload
 
 log = logging.getLogger("hsa.worker")
@@ -98,9 +99,14 @@ class JobPipeline:
                 raise JobDeadlineExceeded(spec.job_id)
             self.store.set_progress(spec.job_id, DENOISE_PROGRESS * done / total)
 
+        submitted_budget = spec.budget
+        replan = self._plan_at_start(record)
         mark = time.perf_counter()
-        clip, figures = self.runner.generate(spec, image, on_step)
+        clip, figures = self.runner.generate(spec, image, on_step, replan)
         record.timings["generate"] = round(time.perf_counter() - mark, 4)
+        figures["budget_at_submission"] = submitted_budget
+        if "denoise_seconds" in figures and hasattr(self.runner, "observe"):
+            self.runner.observe(spec.steps, figures["achieved_compute_fraction"], figures["denoise_seconds"])
 
         from hsa_core.media import write_mp4
 
@@ -125,6 +131,29 @@ class JobPipeline:
         log.info("job %s completed in %.2f s (compute fraction %s)", spec.job_id, record.timings["total"],
                  figures.get("achieved_compute_fraction"))
         self._notify(record, "video.completed")
+
+    def _plan_at_start(self, record: JobRecord):
+        """Re-plan an SLA job's budget from the time actually left, and return the in-flight controller
+        that lowers the rest of the budget at HSA's refresh points when the job runs late."""
+        spec = record.spec
+        timing = getattr(self.runner, "timing", None)
+        if spec.budget_source != "sla" or timing is None or spec.deadline_at is None:
+            return None
+        floor = spec.min_budget or 1.0
+        now = time.time()
+        spec.budget = choose_budget(spec.deadline_at - now, 0.0, timing, spec.steps, floor) or floor
+        if spec.budget >= 1.0 and timing.service_seconds(spec.steps, 1.0) < 0.5 * (spec.deadline_at - now):
+            return None  # plenty of time: run the plain full-budget path, no controller
+
+        def replan(step: int, elapsed: float) -> float | None:
+            left = spec.deadline_at - time.time() - timing.job_seconds_fixed
+            remaining_steps = spec.steps - step
+            per_step = left / (timing.factor * remaining_steps) - timing.step_seconds_fixed
+            if timing.step_seconds_per_budget <= 0:
+                return None
+            return max(floor, min(1.0, per_step / timing.step_seconds_per_budget))
+
+        return replan
 
     def _fail(self, record: JobRecord, code: str, message: str) -> str:
         record.status = JobStatus.failed

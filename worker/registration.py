@@ -11,6 +11,8 @@ log = logging.getLogger("hsa.worker")
 
 
 class Heartbeat:
+    """``card`` is a ModelCard or a callable returning the current one (its timing model evolves)."""
+
     def __init__(self, store, card, interval_seconds: float):
         self.store, self.card, self.interval = store, card, interval_seconds
         self.worker_id = uuid.uuid4().hex[:12]
@@ -24,7 +26,8 @@ class Heartbeat:
 
     def beat(self) -> None:
         # three missed beats and the card expires: a dead worker disappears from /v1/models
-        self.store.register_model(self.card, self.worker_id, ttl_seconds=3 * self.interval)
+        card = self.card() if callable(self.card) else self.card
+        self.store.register_model(card, self.worker_id, ttl_seconds=3 * self.interval)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

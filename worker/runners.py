@@ -12,8 +12,10 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from server.jobs import JobSpec, ModelCard, ModelLimits
+from server.sla import TimingModel
 
 StepHook = Callable[[int, int], None]  # (steps done, total steps); may raise to abort
+Replan = Callable[[int, float], float | None]  # (step, elapsed s) → budget for the remaining steps
 
 
 class ModelRunner(Protocol):
@@ -21,8 +23,12 @@ class ModelRunner(Protocol):
 
     def card(self) -> ModelCard: ...
 
-    def generate(self, spec: JobSpec, image: np.ndarray | None, on_step: StepHook) -> tuple[np.ndarray, dict[str, Any]]:
+    def generate(self, spec: JobSpec, image: np.ndarray | None, on_step: StepHook,
+                 replan: Replan | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """A (F, H, W, 3) float clip in [0, 1] at ``spec``'s size and frames, and the sampler's figures."""
+
+    def observe(self, steps: int, budget: float, denoise_seconds: float) -> None:
+        """Refine the timing model with a finished job."""
 
 
 class TinyRunner:
@@ -39,17 +45,43 @@ class TinyRunner:
         if threads:
             torch.set_num_threads(threads)
         self.model = TinyVideoModel.load(weights or WEIGHTS_DIR).to(device)
-        self._seconds_per_step = self._measure_step_seconds()
+        self.timing = self._calibrate_timing()
+        self._card: ModelCard | None = None
 
-    def _measure_step_seconds(self) -> float:
-        from hsa_core import EulerSampler
+    def _calibrate_timing(self) -> TimingModel:
+        """Time the default schedule at budgets 1 and 0.5 (and one MP4) for the SLA planner."""
+        import tempfile
+        from pathlib import Path
 
-        self.model.generate("a red circle", EulerSampler(), steps=1)  # warm-up
+        from hsa_core import EulerSampler, HSASampler
+        from hsa_core.media import upscale, write_mp4
+
+        steps = self.model.config.steps
+        self.model.generate("a red circle", EulerSampler(), steps=2)  # warm-up
         start = time.perf_counter()
-        self.model.generate("a red circle", EulerSampler(), steps=4)
-        return (time.perf_counter() - start) / 4
+        clip, full = self.model.generate("a red circle", HSASampler(1.0), steps=steps)
+        outside_sampler = time.perf_counter() - start - full.seconds  # text encoder + decode
+        _, half = self.model.generate("a red circle", HSASampler(0.5), steps=steps)
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            write_mp4(upscale(clip, 4), Path(folder) / "calibration.mp4")
+            mp4_seconds = time.perf_counter() - start
+        per_budget = max(0.0, (full.seconds - half.seconds) / (0.5 * steps))
+        return TimingModel(step_seconds_fixed=max(0.0, full.seconds / steps - per_budget),
+                           step_seconds_per_budget=per_budget,
+                           job_seconds_fixed=round(outside_sampler + mp4_seconds + 0.05, 4))
+
+    def observe(self, steps: int, budget: float, denoise_seconds: float) -> None:
+        self.timing = self.timing.observe(steps, budget, denoise_seconds)
 
     def card(self) -> ModelCard:
+        if self._card is None:
+            self._card = self._static_card()
+        full_step = self.timing.step_seconds_fixed + self.timing.step_seconds_per_budget
+        return self._card.model_copy(update={"timing": self.timing,
+                                             "seconds_per_step": round(self.timing.factor * full_step, 5)})
+
+    def _static_card(self) -> ModelCard:
         from hsa_core import HSAConfig
 
         config = self.model.config
@@ -71,10 +103,10 @@ class TinyRunner:
                                default_steps=config.steps, default_size=sizes[2],
                                guidance_scale=config.guidance_scale,
                                min_budget_t2v=min_t2v, min_budget_i2v=min_i2v),
-            seconds_per_step=round(self._seconds_per_step, 5),
         )
 
-    def generate(self, spec: JobSpec, image: np.ndarray | None, on_step: StepHook) -> tuple[np.ndarray, dict[str, Any]]:
+    def generate(self, spec: JobSpec, image: np.ndarray | None, on_step: StepHook,
+                 replan: Replan | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         from hsa_core import HSASampler
         from hsa_core.media import upscale
 
@@ -83,12 +115,15 @@ class TinyRunner:
         if spec.width != spec.height or factor not in self.UPSCALES or spec.num_frames != config.frames:
             raise ValueError(f"tiny model cannot produce {spec.num_frames} frames of {spec.width}x{spec.height}")
         clip, result = self.model.generate(
-            spec.prompt, HSASampler(spec.budget), image=image, steps=spec.steps,
+            spec.prompt, HSASampler(spec.budget, replan=replan), image=image, steps=spec.steps,
             guidance_scale=spec.guidance_scale, seed=spec.seed, negative_prompt=spec.negative_prompt,
             callback=lambda stats: on_step(stats.step + 1, spec.steps),
         )
         figures = {
+            "budget": spec.budget,
             "achieved_compute_fraction": round(result.achieved_compute_fraction, 4),
+            "denoise_seconds": round(result.seconds, 4),
+            "replans": result.extra.get("replans", []),
             "predicted_compute_fraction": round(result.predicted_compute_fraction, 4),
             "token_fraction": round(result.token_fraction, 4),
             "kv_cache_bytes": result.kv_cache_bytes,

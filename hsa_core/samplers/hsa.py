@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -135,12 +135,17 @@ class HSASampler:
 
     name = "hsa"
 
-    def __init__(self, budget: float = 1.0, config: HSAConfig | None = None, cost_model: CostModel | None = None):
+    def __init__(self, budget: float = 1.0, config: HSAConfig | None = None, cost_model: CostModel | None = None,
+                 replan: Callable[[int, float], float | None] | None = None):
+        """``replan(step, elapsed_seconds)`` is asked at every re-allocation inside the caching window
+        for a budget for the remaining steps (a deadline controller running late returns a lower one);
+        the remaining window budget only ever shrinks, and never below the slowest rate."""
         if not (isinstance(budget, (int, float)) and math.isfinite(budget) and 0 < budget <= 1):
             raise ConfigError(f"budget must be in (0, 1], got {budget!r}")
         self.budget = float(budget)
         self.config = config or HSAConfig()
         self.cost_model = cost_model
+        self.replan = replan
 
     @torch.inference_mode()
     def sample(
@@ -171,7 +176,11 @@ class HSASampler:
                     f"{warmup} warm-up and {final} final full steps and largest divisor {max(config.divisors)}",
                     min_budget,
                 )
-        sparse = self.budget < 1 and window_steps > 0 and window_budget < window_steps * num_generated
+        # with a replan callback the window runs on the sparse path even at full rate, so a late job
+        # can still shed work (at b = 1 without one, HSA is bit-identical to Euler)
+        sparse = window_steps > 0 and (
+            (self.budget < 1 and window_budget < window_steps * num_generated) or self.replan is not None)
+        window_budget = min(window_budget, window_steps * num_generated)
         planned = [num_tokens] * steps
         if sparse:
             planned[warmup : steps - final] = [window_budget / window_steps] * window_steps
@@ -192,12 +201,22 @@ class HSASampler:
 
         plan: AllocationPlan | None = None
         window_used = 0
+        replans: list[tuple[int, float]] = []
         stats: list[StepStats] = []
         start = clock.now()
         for i in range(steps):
             step_start = clock.now()
             in_window = sparse and warmup <= i < steps - final
             if in_window and (i - warmup) % config.refresh_interval == 0:
+                if self.replan is not None:
+                    new_budget = self.replan(i, clock.now() - start)
+                    if new_budget is not None:
+                        wanted = cost_model.token_evaluations(min(1.0, new_budget), steps - i, num_tokens)
+                        floor = (steps - final - i) * num_generated / max(config.divisors)
+                        remaining_window = max(floor, wanted - final * num_tokens)
+                        if window_used + remaining_window < window_budget:
+                            window_budget = window_used + remaining_window
+                            replans.append((i, float(new_budget)))
                 remaining = steps - final - i
                 rate = (window_budget - window_used) / (remaining * num_generated)
                 scores = score[generated].cpu()
@@ -260,5 +279,6 @@ class HSASampler:
             ),
             seconds=clock.now() - start,
             kv_cache_bytes=denoiser.kv_cache_bytes,
-            extra={"budget": self.budget, "warmup_steps": warmup, "final_steps": final, "sparse": sparse},
+            extra={"budget": self.budget, "warmup_steps": warmup, "final_steps": final, "sparse": sparse,
+                   "replans": replans},
         )

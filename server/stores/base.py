@@ -58,6 +58,9 @@ class JobStore(Protocol):
 
     def queue_depth(self, model: str) -> int: ...
 
+    def active_jobs(self, model: str) -> list[JobRecord]:
+        """Queued and in-progress jobs of ``model`` (the SLA planner's view of the queue)."""
+
     def close(self) -> None: ...
 
 

@@ -5,6 +5,7 @@ Keys (prefix ``hsa:``)::
     job:{id}            hash: status, progress, record (JSON of the rest)
     jobs                sorted set of ids by creation time (listing)
     queued:{model}      set of queued ids (queue depth per model)
+    running:{model}     set of in-progress ids
     idem:{key}          JSON {body_hash, job_id}, expires after ``idempotency_ttl``
     model:{id}:{worker} a live worker's card, expires unless the worker heartbeats
 
@@ -124,6 +125,7 @@ class RedisJobStore:
         pipe = self.redis.pipeline()
         pipe.hset(self._key("job", job_id), "progress", 0.0)
         pipe.srem(self._key("queued", record.spec.model), job_id)
+        pipe.sadd(self._key("running", record.spec.model), job_id)
         pipe.execute()
         return record
 
@@ -134,7 +136,10 @@ class RedisJobStore:
         pipe_ok = self._transition(keys=[self._key("job", record.id)],
                                    args=["in_progress", record.status.value, self._dump(record)])
         if pipe_ok:
-            self.redis.hset(self._key("job", record.id), "progress", record.progress)
+            pipe = self.redis.pipeline()
+            pipe.hset(self._key("job", record.id), "progress", record.progress)
+            pipe.srem(self._key("running", record.spec.model), record.id)
+            pipe.execute()
         return bool(pipe_ok)
 
     def cancel(self, job_id: str) -> JobRecord | None:
@@ -147,7 +152,10 @@ class RedisJobStore:
         record.completed_at = time.time()
         if self._transition(keys=[self._key("job", job_id)],
                             args=["queued,in_progress", "cancelled", self._dump(record)]):
-            self.redis.srem(self._key("queued", record.spec.model), job_id)
+            pipe = self.redis.pipeline()
+            pipe.srem(self._key("queued", record.spec.model), job_id)
+            pipe.srem(self._key("running", record.spec.model), job_id)
+            pipe.execute()
         return self.get(job_id)
 
     def is_cancelled(self, job_id: str) -> bool:
@@ -165,6 +173,7 @@ class RedisJobStore:
         pipe.zrem(self._key("jobs"), job_id)
         if record is not None:
             pipe.srem(self._key("queued", record.spec.model), job_id)
+            pipe.srem(self._key("running", record.spec.model), job_id)
         return bool(pipe.execute()[0])
 
     # workers -------------------------------------------------------------------------------------
@@ -186,6 +195,14 @@ class RedisJobStore:
 
     def queue_depth(self, model: str) -> int:
         return int(self.redis.scard(self._key("queued", model)))
+
+    def active_jobs(self, model: str) -> list[JobRecord]:
+        ids = self.redis.sunion(self._key("queued", model), self._key("running", model))
+        pipe = self.redis.pipeline()
+        for job_id in ids:
+            pipe.hgetall(self._key("job", job_id))
+        records = [self._load(fields) for fields in pipe.execute()]
+        return [r for r in records if r is not None and not r.status.terminal]
 
     def close(self) -> None:
         self.redis.close()

@@ -24,10 +24,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     model TEXT NOT NULL,
     status TEXT NOT NULL,
     progress REAL NOT NULL DEFAULT 0,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 3
 );
-CREATE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq);
-CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (status, model, seq);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     body_hash TEXT,
@@ -42,6 +41,10 @@ CREATE TABLE IF NOT EXISTS workers (
     PRIMARY KEY (model, worker)
 );
 """
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq);
+CREATE INDEX IF NOT EXISTS jobs_by_priority ON jobs (status, model, priority, seq);
+"""
 
 
 class SqliteJobStore:
@@ -50,7 +53,12 @@ class SqliteJobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.idempotency_ttl = idempotency_ttl
         self._local = threading.local()
-        self._connection().executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        db = self._connection()
+        db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        if "priority" not in columns:  # a job file from before queue priorities
+            db.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 3")
+        db.executescript(_INDEXES)
 
     def _connection(self) -> sqlite3.Connection:
         # one connection per thread: FastAPI runs sync routes on a thread pool
@@ -109,8 +117,9 @@ class SqliteJobStore:
                 db.execute("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
                            (idempotency_key, body_hash, record.id, now + self.idempotency_ttl))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
-                       (record.id, seq, record.spec.model, record.status.value, record.progress, self._dump(record)))
+            db.execute("INSERT INTO jobs (id, seq, model, status, progress, record, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (record.id, seq, record.spec.model, record.status.value, record.progress, self._dump(record),
+                        record.spec.priority))
         return record, True
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -153,11 +162,11 @@ class SqliteJobStore:
         return record
 
     def next_queued(self, models: list[str]) -> JobRecord | None:
-        """The oldest queued job for one of ``models`` (the embedded queue; the pipeline starts it)."""
+        """The next queued job for one of ``models``: highest priority (lowest number), then oldest."""
         marks = ",".join("?" * len(models))
         return self._load(self._connection().execute(
             f"SELECT status, progress, record FROM jobs WHERE status = 'queued' AND model IN ({marks}) "
-            "ORDER BY seq LIMIT 1", models).fetchone())
+            "ORDER BY priority, seq LIMIT 1", models).fetchone())
 
     def requeue_in_progress(self, models: list[str]) -> int:
         """After a crash of the only embedded worker, its in-progress jobs go back to the queue."""
@@ -206,6 +215,12 @@ class SqliteJobStore:
     def models(self) -> list[ModelCard]:
         rows = self._connection().execute("SELECT card FROM workers WHERE expires > ?", (time.time(),)).fetchall()
         return merge_cards([ModelCard.model_validate_json(row[0]) for row in rows])
+
+    def active_jobs(self, model: str) -> list[JobRecord]:
+        rows = self._connection().execute(
+            "SELECT status, progress, record FROM jobs WHERE status IN ('queued', 'in_progress') AND model = ?",
+            (model,)).fetchall()
+        return [self._load(row) for row in rows]
 
     def queue_depth(self, model: str) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND model = ?",

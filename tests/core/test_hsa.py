@@ -291,3 +291,40 @@ def test_short_schedules_run_full_when_no_window_is_left():
     assert result.token_fraction == 1.0
     with pytest.raises(BudgetInfeasibleError):
         HSASampler(0.5).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(3))
+
+
+def test_replan_lowers_the_remaining_budget_but_never_below_the_slowest_rate():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=1024)
+    schedule = FlowMatchSchedule(40)
+    asked = []
+
+    def late(step, elapsed):
+        asked.append(step)
+        return 0.3 if step >= 12 else None
+
+    planned = HSASampler(0.8).sample(adapter, noise, grid, conditioning, schedule)
+    replanned = HSASampler(0.8, replan=late).sample(adapter, noise, grid, conditioning, schedule)
+    warmup, final = HSAConfig().windows(40)
+    assert asked == list(range(warmup, 40 - final, HSAConfig().refresh_interval))
+    assert replanned.token_fraction < planned.token_fraction - 0.1
+    assert replanned.extra["replans"][0] == (12, 0.3)  # first lowered where the controller said so
+    floor = HSASampler(0.8, replan=lambda step, elapsed: 0.01).sample(adapter, noise, grid, conditioning, schedule)
+    assert floor.token_fraction >= HSAConfig().min_budget(40, 1024) - 0.02  # every token at its slowest rate
+
+
+def test_replan_never_raises_the_budget():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=1024)
+    schedule = FlowMatchSchedule(40)
+    planned = HSASampler(0.5).sample(adapter, noise, grid, conditioning, schedule)
+    eager = HSASampler(0.5, replan=lambda step, elapsed: 1.0).sample(adapter, noise, grid, conditioning, schedule)
+    assert eager.token_fraction == pytest.approx(planned.token_fraction)
+
+
+def test_full_budget_with_a_controller_matches_euler():
+    # the window runs on the sparse path so a late job can shed work; at full rate it is still Euler
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=512)
+    schedule = FlowMatchSchedule(40)
+    euler = EulerSampler().sample(adapter, noise, grid, conditioning, schedule)
+    controlled = HSASampler(1.0, replan=lambda step, elapsed: None).sample(adapter, noise, grid, conditioning, schedule)
+    assert controlled.token_fraction == 1.0
+    assert torch.allclose(controlled.tokens, euler.tokens, atol=1e-5)

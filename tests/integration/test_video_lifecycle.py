@@ -201,3 +201,19 @@ def test_api_key_is_not_needed_for_health(deployment):
     assert httpx.get(deployment.base_url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(deployment.base_url + "/v1/videos").status_code == 401
     assert httpx.get(deployment.base_url + "/v1/videos", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+
+
+def test_interactive_jobs_overtake_queued_batch_jobs(deployment):
+    client = deployment.client()
+    blocker = client.videos.create(prompt="a red circle", size="32x32",
+                                   extra_body={"steps": 60, "budget": 1.0, "tier": "batch"})
+    wait_for(client, blocker.id, lambda v: v.status == "in_progress")
+    batch = [client.videos.create(prompt="a blue square", size="32x32",
+                                  extra_body={"steps": 4, "budget": 1.0, "tier": "batch"}).id for _ in range(3)]
+    urgent = client.videos.create(prompt="a green circle", size="32x32",
+                                  extra_body={"steps": 4, "tier": "interactive"})
+    assert urgent.model_extra["tier"] == "interactive"
+    finished = {video_id: client.videos.poll(video_id, poll_interval_ms=100) for video_id in [urgent.id, *batch]}
+    started = {video_id: video.model_extra["started_at"] for video_id, video in finished.items()}
+    assert started[urgent.id] < min(started[video_id] for video_id in batch), deployment.logs()
+    assert finished[urgent.id].model_extra["sla_met"] is True

@@ -94,7 +94,7 @@ class FailingRunner:
     def image_size(self):
         return 32
 
-    def generate(self, spec, image, on_step):
+    def generate(self, spec, image, on_step, replan=None):
         on_step(1, spec.steps)
         raise self.error
 
@@ -144,3 +144,35 @@ def test_image_to_video_reads_the_stored_first_frame(parts):
     assert pipeline.run(record.spec.model_dump(mode="json")) == "completed"
     clip = read_mp4(storage.local_path(output_key(record.id))).astype(np.float32) / 255
     assert np.abs(clip[0] - np.array([0, 0, 1.0])).mean() < 0.08
+
+
+def test_tiny_runner_publishes_a_timing_model(runner):
+    timing = runner.card().timing
+    assert timing.step_seconds_per_budget > 0 and timing.job_seconds_fixed > 0
+    full = timing.service_seconds(40, 1.0)
+    assert timing.service_seconds(40, 0.5) < full  # half the budget is predicted cheaper
+
+
+def test_sla_job_is_replanned_from_the_time_actually_left(parts):
+    import time
+
+    store, _, pipeline = parts
+    timing = pipeline.runner.timing
+    # a deadline that only a low budget can meet, and a gateway choice of 1.0 made earlier
+    tight = timing.service_seconds(40, 0.45)
+    record = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25,
+                    deadline_at=time.time() + tight)
+    assert pipeline.run(record.spec.model_dump(mode="json")) == "completed"
+    done = store.get(record.id)
+    assert done.stats["budget_at_submission"] == 1.0
+    assert 0.25 <= done.stats["budget"] < 0.6 and done.stats["achieved_compute_fraction"] < 0.7
+
+
+def test_relaxed_sla_job_runs_the_plain_full_budget(parts):
+    import time
+
+    store, _, pipeline = parts
+    record = submit(store, steps=8, budget=1.0, budget_source="sla", min_budget=1.0, deadline_at=time.time() + 600)
+    pipeline.run(record.spec.model_dump(mode="json"))
+    done = store.get(record.id)
+    assert done.stats["budget"] == 1.0 and done.stats["replans"] == []

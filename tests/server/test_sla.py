@@ -1,0 +1,122 @@
+"""SLA budgets: the pure planning functions (tables of cases) and the gateway's 429 path."""
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import build_app
+from server.jobs import JobRecord, JobStatus
+from server.queues import EmbeddedJobQueue
+from server.settings import ServiceSettings
+from server.sla import TIERS, TimingModel, choose_budget, plan_job, queue_wait, remaining_ahead, retry_after
+from server.storage import LocalObjectStore
+from server.stores.sqlite_store import SqliteJobStore
+
+from .conftest import make_card, make_spec
+
+# 40 steps: 0.01 s/step fixed + 0.04 s/step at full budget; 0.5 s outside the sampler
+TIMING = TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.5)
+
+
+@pytest.mark.parametrize("time_left, wait, expected", [
+    (10.0, 0.0, 1.0),      # plenty of time: full budget
+    (2.5, 0.0, 1.0),       # exactly 0.5 + 40·0.05 = 2.5
+    (1.7, 0.0, 0.5),       # 0.5 + 40·(0.01 + 0.04·0.5) = 1.7
+    (2.7, 1.0, 0.5),       # the same with a 1 s queue wait
+    (1.1, 0.0, None),      # 0.5 + 40·(0.01 + 0.04·0.3) = 1.38 > 1.1: not even the minimum
+    (1.38, 0.0, 0.3),      # just the minimum
+])
+def test_choose_budget(time_left, wait, expected):
+    budget = choose_budget(time_left, wait, TIMING, 40, min_budget=0.3)
+    assert budget == (None if expected is None else pytest.approx(expected, abs=1e-3))
+
+
+def test_choose_budget_uses_the_learned_correction():
+    slow = TIMING.model_copy(update={"factor": 2.0})
+    # 0.5 + 2·40·(0.01 + 0.04·b) = 2.5 → b = 0.375
+    assert choose_budget(2.5, 0.0, slow, 40, 0.3) == pytest.approx(0.375, abs=1e-3)
+
+
+def test_timing_model_ewma():
+    first = TIMING.observe(40, 1.0, actual_denoise_seconds=4.0)  # predicted 2.0: twice as slow
+    assert first.factor == pytest.approx(2.0) and first.samples == 1
+    second = first.observe(40, 1.0, actual_denoise_seconds=2.0)
+    assert second.factor == pytest.approx(0.8 * 2.0 + 0.2 * 1.0)
+    assert TIMING.service_seconds(40, 0.5) == pytest.approx(0.5 + 40 * 0.03)
+
+
+def test_queue_wait_and_what_counts_as_ahead():
+    now = 1000.0
+    running = JobRecord(spec=make_spec(priority=9), status=JobStatus.in_progress, started_at=now - 1.0,
+                        predicted_service_seconds=3.0)
+    batch = JobRecord(spec=make_spec(priority=9), predicted_service_seconds=5.0)
+    interactive = JobRecord(spec=make_spec(priority=0), predicted_service_seconds=2.0)
+    jobs = [running, batch, interactive]
+    assert remaining_ahead(jobs, priority=0, timing=TIMING, now=now) == [2.0, 2.0]  # running rest + interactive
+    assert sorted(remaining_ahead(jobs, priority=9, timing=TIMING, now=now)) == [2.0, 2.0, 5.0]
+    assert queue_wait([2.0, 2.0, 5.0], workers=1) == 9.0 and queue_wait([2.0, 2.0], workers=2) == 2.0
+    assert queue_wait([], workers=1) == 0.0
+
+
+def test_plan_job_explicit_budget_wins():
+    now = time.time()
+    spec = make_spec(budget=0.6, budget_source="explicit", deadline_at=now + 1.0, min_budget=0.3)
+    plan = plan_job(spec, TIMING, [], 1, now)
+    assert plan.budget == 0.6 and plan.completion_at == pytest.approx(now + TIMING.service_seconds(8, 0.6))
+
+
+def test_retry_after_is_at_least_a_second():
+    assert retry_after(10.2, 4.0) == 7 and retry_after(1.0, 5.0) == 1
+
+
+def test_tiers_are_ordered():
+    assert TIERS["interactive"].priority < TIERS["standard"].priority < TIERS["batch"].priority
+    assert TIERS["interactive"].deadline_s < TIERS["standard"].deadline_s < TIERS["batch"].deadline_s
+
+
+@pytest.fixture
+def sla_client(tmp_path):
+    settings = ServiceSettings(data_dir=tmp_path, _env_file=None)
+    store = SqliteJobStore(settings.database_path)
+    card = make_card("tiny").model_copy(update={"timing": TIMING})
+    store.register_model(card, "w1", ttl_seconds=600)
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=LocalObjectStore(settings.storage_dir))
+    with TestClient(app) as client:
+        yield client, store
+
+
+def test_gateway_picks_the_largest_budget_for_the_deadline(sla_client):
+    client, _ = sla_client
+    video = client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 1.7}).json()
+    # 40 default steps, empty queue: b = 0.5 (see the table above), a little less for the time elapsed
+    assert 0.45 <= video["budget"] <= 0.5 and video["budget_source"] == "sla"
+    assert video["deadline_at"] >= video["created_at"] and video["predicted_completion_at"] <= video["deadline_at"]
+    relaxed = client.post("/v1/videos", json={"prompt": "a red circle", "tier": "batch"}).json()
+    assert relaxed["budget"] == 1.0 and relaxed["tier"] == "batch"
+    explicit = client.post("/v1/videos", json={"prompt": "a red circle", "budget": 0.8, "deadline_s": 0.1}).json()
+    assert explicit["budget"] == 0.8 and explicit["budget_source"] == "explicit"  # explicit wins, never 429
+
+
+def test_unreachable_deadline_is_429_with_retry_after(sla_client):
+    client, store = sla_client
+    for _ in range(3):  # 3 queued full jobs ahead: 3 × 2.5 s
+        client.post("/v1/videos", json={"prompt": "a red circle", "budget": 1.0})
+    response = client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 4.0})
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert error["code"] == "deadline_unreachable" and error["param"] == "deadline_s"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert len(store.active_jobs("tiny")) == 3  # nothing was queued
+    accepted = client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 4.0, "best_effort": True})
+    assert accepted.status_code == 200 and accepted.json()["budget"] == pytest.approx(0.3)
+    default = client.post("/v1/videos", json={"prompt": "a red circle"})  # no deadline given: best effort
+    assert default.status_code == 200
+
+
+def test_higher_tiers_do_not_wait_behind_batch_jobs(sla_client):
+    client, _ = sla_client
+    for _ in range(5):
+        client.post("/v1/videos", json={"prompt": "a red circle", "tier": "batch"})
+    interactive = client.post("/v1/videos", json={"prompt": "a red circle", "tier": "interactive"})
+    assert interactive.status_code == 200 and interactive.json()["budget"] == 1.0  # batch jobs are not ahead
