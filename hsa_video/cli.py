@@ -56,16 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "module"):
         parser.print_help()
         return 0 if args.command is None else 2
-    from hsa_core import HSAError
-
     try:
         return importlib.import_module(args.module).run(args)
-    except HSAError as error:
-        print(f"hsa-video: error [{error.code}]: {error}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as error:
-        print(f"hsa-video: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        # hsa_core's typed errors, matched by name: importing hsa_core would import torch, which the
+        # gateway image does not have
+        if any(cls.__name__ == "HSAError" for cls in type(error).__mro__):
+            print(f"hsa-video: error [{error.code}]: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, (FileNotFoundError, ValueError)):
+            print(f"hsa-video: error: {error}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

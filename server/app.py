@@ -10,12 +10,15 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
+import time
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__
 from .auth import require_api_key
+from . import metrics
 from .errors import install_error_handlers
 from .schemas import model_object
 from .settings import ServiceSettings, open_job_queue, open_job_store_for, open_object_store
@@ -43,6 +46,25 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(videos_router)
+
+    @app.middleware("http")
+    async def observe_requests(request: Request, call_next):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
+            metrics.HTTP_REQUESTS.labels(template, request.method, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(template, request.method).observe(time.perf_counter() - start)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        body, content_type = await run_in_threadpool(metrics.exposition, request.app.state.store)
+        return Response(body, media_type=content_type)
 
     @app.get("/v1/models", tags=["models"])
     def list_models(request: Request) -> dict[str, Any]:

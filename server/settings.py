@@ -54,6 +54,7 @@ class ServiceSettings(BaseSettings):
     # workers
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
     time_limit_factor: float = Field(10.0, ge=1)  # soft limit = factor × expected seconds + 60 s
+    worker_metrics_port: int = Field(9101, ge=0, le=65535)  # a Celery worker's /metrics; 0 turns it off
     tiny_weights: Path | None = None  # built-in tiny model weights (default: the packaged ones)
     torch_threads: int | None = None
 
@@ -64,6 +65,11 @@ class ServiceSettings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Prometheus multiprocess files of this host's processes (wiped at start)."""
+        return self.data_dir / "prometheus"
 
     @property
     def storage_dir(self) -> Path:

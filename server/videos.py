@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from . import metrics
 from .auth import require_api_key
 from .errors import APIError
 from .jobs import JobRecord, JobStatus, input_key, new_job_id
@@ -131,6 +132,14 @@ def _get_record(store, video_id: str) -> JobRecord:
 
 @router.post("")
 async def create_video(request: Request, api_key: ApiKey) -> JSONResponse:
+    try:
+        return await _create_video(request, api_key)
+    except APIError as error:
+        metrics.REJECTIONS.labels(error.code).inc()
+        raise
+
+
+async def _create_video(request: Request, api_key: str) -> JSONResponse:
     settings, store, queue, storage = _services(request)
     fields, image = await _read_create_body(request)
     body = parse_create(fields)
@@ -174,7 +183,9 @@ async def create_video(request: Request, api_key: ApiKey) -> JSONResponse:
         raise APIError(409, "idempotency_key_reused", "Idempotency-Key was already used with a different "
                        f"request body (job {conflict.job_id})", extra={"video_id": conflict.job_id}) from None
     headers = {"openai-poll-after-ms": str(settings.poll_after_ms)}
-    if not created:
+    if created:
+        metrics.SUBMISSIONS.labels(spec.model, spec.tier or "", spec.budget_source).inc()
+    else:
         headers["idempotent-replayed"] = "true"
     return JSONResponse(video_object(record), headers=headers)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from celery import Celery, signals
 
@@ -60,6 +61,7 @@ class _ProcessState:
 
     def _load(self) -> None:
         try:
+            from server import metrics
             from server.settings import open_job_store_for, open_object_store
 
             from .pipeline import JobPipeline
@@ -68,7 +70,9 @@ class _ProcessState:
 
             settings = ServiceSettings()
             model = os.environ.get(MODEL_ENV, settings.default_model)
+            started = time.perf_counter()
             runner = load_runner(model, **_runner_options(model, settings))
+            metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
             store, storage = open_job_store_for(settings), open_object_store(settings)
             self.pipeline = JobPipeline(runner, store, storage, settings)
             self.heartbeat = Heartbeat(store, runner.card, settings.worker_heartbeat_seconds).start()

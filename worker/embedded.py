@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from server import metrics
 from server.settings import ServiceSettings, open_object_store
 from server.stores.sqlite_store import SqliteJobStore
 
@@ -25,7 +27,10 @@ POLL_SECONDS = 0.1
 def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.Event | None = None,
                         runner=None) -> None:
     stop = stop or threading.Event()
-    runner = runner or load_runner(model, weights=settings.tiny_weights, threads=settings.torch_threads)
+    if runner is None:
+        started = time.perf_counter()
+        runner = load_runner(model, weights=settings.tiny_weights, threads=settings.torch_threads)
+        metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
     store = SqliteJobStore(settings.database_path, settings.idempotency_ttl_seconds)
     pipeline = JobPipeline(runner, store, open_object_store(settings), settings)
     requeued = store.requeue_in_progress([model])

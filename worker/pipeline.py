@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server import metrics
 from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, output_key
 from server.schemas import video_object
 from server.settings import ServiceSettings
@@ -57,6 +58,14 @@ class JobPipeline:
     def run(self, message: dict[str, Any]) -> str:
         """Run the job in ``message`` (a JobSpec as JSON); returns its final status."""
         spec = JobSpec.model_validate(message)
+        status = self._run(spec)
+        if status != "skipped":
+            record = self.store.get(spec.job_id)
+            if record is not None:
+                metrics.observe_job(record)
+        return status
+
+    def _run(self, spec: JobSpec) -> str:
         record = self.store.start(spec.job_id)
         if record is None:
             log.info("job %s skipped: cancelled or deleted before it started", spec.job_id)

@@ -67,13 +67,17 @@ class WorkerSupervisor:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from server.app import build_app
+    from server.multiprocess import prepare_multiprocess_dir
     from server.settings import ServiceSettings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServiceSettings()
+    # before prometheus_client is imported; the embedded worker inherits it, so /metrics shows both
+    prepare_multiprocess_dir(settings.metrics_dir / "gateway")
+
+    import uvicorn
+
+    from server.app import build_app
     supervisor = None
     if settings.redis_url is None and not args.no_worker:
         model = args.model or settings.default_model

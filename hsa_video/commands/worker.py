@@ -31,6 +31,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(sorted(RUNNERS))}")
     if settings.redis_url:
         os.environ["HSA_WORKER_MODEL"] = model  # read by each worker process when it loads the model
+        from server.multiprocess import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(settings.metrics_dir / f"worker-{model}-{os.getpid()}")
+        if settings.worker_metrics_port:
+            from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # every prefork child's metrics, merged
+            start_http_server(settings.worker_metrics_port, registry=registry)
         from server.queues import queue_name
         from worker.celery_app import app
 

@@ -43,3 +43,14 @@ def test_unknown_adapter_lists_the_known_ones():
         get_adapter_class("ltx9")
     assert error.value.code == "unknown_adapter"
     assert get_adapter_class("wan").__name__ == "WanAdapter"
+
+
+def test_the_gateway_commands_run_without_torch():
+    # the slim gateway image has no torch: block it and run the CLI's gateway-side commands
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from hsa_video.cli import main, build_parser\n"
+            "assert main(['hash-key', 'sk-x']) == 0\n"
+            "build_parser().parse_args(['serve', '--port', '1'])\n"
+            "import server.app, server.metrics, server.queues, server.stores.redis_store\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

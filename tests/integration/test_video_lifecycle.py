@@ -2,9 +2,7 @@
 
 import io
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import openai
@@ -13,6 +11,8 @@ from PIL import Image
 
 from hsa_core.media import read_mp4, to_uint8
 from hsa_core.tiny.domain import render, sample_spec
+
+from tests.services import WebhookReceiver
 
 from .conftest import API_KEY, WEBHOOK_SECRET
 
@@ -156,27 +156,6 @@ def test_errors_reach_the_sdk_as_typed_exceptions(deployment):
     assert [m.id for m in models.data] == ["tiny"]
 
 
-class WebhookReceiver:
-    def __init__(self):
-        self.events, self.arrived = [], threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.events.append((dict(self.headers), body))
-                receiver.arrived.set()
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/video"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_signed_webhook_on_completion(deployment):
     receiver = WebhookReceiver()
     try:
@@ -184,7 +163,7 @@ def test_signed_webhook_on_completion(deployment):
         video = client.videos.create(prompt="a red circle", size="32x32",
                                      extra_body={"steps": 2, "webhook_url": receiver.url})
         assert receiver.arrived.wait(60), deployment.logs()
-        headers, body = receiver.events[0]
+        headers, body = receiver.requests[0]
         event = client.webhooks.unwrap(body, headers, secret=WEBHOOK_SECRET)  # raises if the signature is wrong
         assert event.type == "video.completed"
         payload = json.loads(body)
@@ -192,7 +171,7 @@ def test_signed_webhook_on_completion(deployment):
         delivered = wait_for(client, video.id, lambda v: v.model_extra.get("webhook"))
         assert delivered.model_extra["webhook"]["delivered"] is True
     finally:
-        receiver.server.shutdown()
+        receiver.close()
 
 
 def test_api_key_is_not_needed_for_health(deployment):
@@ -217,3 +196,55 @@ def test_interactive_jobs_overtake_queued_batch_jobs(deployment):
     started = {video_id: video.model_extra["started_at"] for video_id, video in finished.items()}
     assert started[urgent.id] < min(started[video_id] for video_id in batch), deployment.logs()
     assert finished[urgent.id].model_extra["sla_met"] is True
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def total(samples, name, **labels) -> float:
+    return sum(value for (sample, sample_labels), value in samples.items()
+               if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_contract(deployment):
+    """After two jobs through the real stack, every documented metric is exported, with the right counts."""
+    import re
+    from pathlib import Path
+
+    gateway_url, worker_url = deployment.base_url + "/metrics", deployment.worker_metrics_url
+    before_gateway, before_worker = scrape(gateway_url), scrape(worker_url)
+    client = deployment.client()
+    for budget in (1.0, 0.5):
+        video = client.videos.create_and_poll(prompt="a red circle", size="32x32",
+                                              extra_body={"steps": 20, "budget": budget}, poll_interval_ms=100)
+        assert video.status == "completed"
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.videos.create(prompt="x", size="1x1")
+    gateway, worker = scrape(gateway_url), scrape(worker_url)
+
+    documented = set(re.findall(r"^\| `(hsa_[a-z_]+)`", (Path(__file__).parents[2] / "docs" / "operations.md").read_text(), re.M))
+    exported = {name for name, _ in [*gateway, *worker]}
+    missing = {name for name in documented
+               if not any(e == name or e.startswith(name + "_") for e in exported)}
+    assert not missing, missing
+
+    def delta(samples, before, name, **labels):
+        return total(samples, name, **labels) - total(before, name, **labels)
+
+    assert delta(gateway, before_gateway, "hsa_video_submissions_total", model="tiny") == 2
+    assert delta(gateway, before_gateway, "hsa_video_rejections_total", reason="invalid_size") == 1
+    assert delta(gateway, before_gateway, "hsa_http_requests_total", route="/v1/videos", method="POST",
+                 status="200") == 2
+    assert delta(worker, before_worker, "hsa_jobs_finished_total", model="tiny", status="completed") == 2
+    assert delta(worker, before_worker, "hsa_job_stage_seconds_count", model="tiny", stage="total") == 2
+    assert delta(worker, before_worker, "hsa_budget_count", model="tiny", kind="chosen") == 2
+    assert delta(worker, before_worker, "hsa_token_steps_total", model="tiny", kind="skipped") > 0
+    assert total(gateway, "hsa_live_workers", model="tiny") == 1

@@ -254,3 +254,20 @@ def test_delete_cancels_an_active_job_then_deletes_it(client, parts):
     assert deleted == {"id": video["id"], "object": "video.deleted", "deleted": True}
     assert_error(client.get(f"/v1/videos/{video['id']}"), 404, "video_not_found")
     assert storage.local_path(f"videos/{video['id']}/input.png") is None
+
+
+def test_metrics_are_open_and_count_requests_by_route_template(client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    create(client)
+    client.get("/v1/videos/video_nope")
+    client.headers.pop("Authorization")
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(response.text) for s in family.samples}
+    assert samples[("hsa_queue_depth", (("model", "tiny"),))] == 1
+    assert samples[("hsa_live_workers", (("model", "tiny"),))] == 1
+    not_found = ("hsa_http_requests_total", (("method", "GET"), ("route", "/v1/videos/{video_id}"), ("status", "404")))
+    assert samples[not_found] >= 1  # the template, not /v1/videos/video_nope
+    assert not any("video_nope" in str(labels) for _, labels in samples)

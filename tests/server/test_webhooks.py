@@ -1,42 +1,15 @@
 """Webhooks: signatures the official openai SDK verifies, retries with backoff against a real receiver."""
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from openai import InvalidWebhookSignatureError, OpenAI
 
 from server.webhooks import deliver, event_payload, sign
+from tests.services import WebhookReceiver
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="  # base64("secret-key-for-tests")
-
-
-class Receiver:
-    """A real HTTP server that answers with the given status codes in turn and records what it got."""
-
-    def __init__(self, statuses):
-        self.statuses, self.requests = list(statuses), []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.requests.append((dict(self.headers), body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -44,7 +17,7 @@ def receiver_factory():
     receivers = []
 
     def make(statuses):
-        receivers.append(Receiver(statuses))
+        receivers.append(WebhookReceiver(statuses))
         return receivers[-1]
 
     yield make
@@ -66,11 +39,11 @@ def test_signature_verifies_with_the_openai_sdk():
 
 
 def test_delivery_retries_transient_failures_with_backoff(receiver_factory):
-    receiver = receiver_factory([503, 500, 200])
+    receiver = receiver_factory([503, 500])
     sleeps = []
     payload = event_payload("video.failed", {"id": "video_2", "status": "failed"})
     outcome = deliver(receiver.url, payload, SECRET, max_attempts=5, backoff_seconds=0.5, sleep=sleeps.append)
-    assert outcome == {"event_id": payload["id"], "delivered": True, "attempts": 3, "status_code": 200}
+    assert outcome == {"event_id": payload["id"], "delivered": True, "attempts": 3, "status_code": 204}
     assert sleeps == [0.5, 1.0]
     headers, body = receiver.requests[-1]
     OpenAI(api_key="unused").webhooks.verify_signature(body, headers, secret=SECRET)
