@@ -51,6 +51,21 @@ MODEL_LOAD_SECONDS = Gauge("hsa_model_load_seconds", "Time to load and calibrate
                            ["model"], multiprocess_mode="max")
 
 
+FAILURE_REASONS = ("timeout", "worker_lost", "internal_error", "invalid_request", "budget_infeasible",
+                   "invalid_config", "invalid_grid", "unsupported_model")
+
+
+def init_worker(model: str) -> None:
+    """Create the worker's labelled series at zero, so dashboards and rate() see them before the
+    first failure or cancellation."""
+    for status in ("completed", "failed", "cancelled"):
+        JOBS_FINISHED.labels(model, status)
+    for reason in FAILURE_REASONS:
+        JOB_FAILURES.labels(model, reason)
+    for outcome in ("met", "missed"):
+        SLA.labels(model, outcome)
+
+
 def budget_bucket(budget: float) -> str:
     """Coarse label for per-budget quality series: 0.25, 0.5, 0.75, 1.0 (upper edges)."""
     for edge in (0.25, 0.5, 0.75):

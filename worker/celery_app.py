@@ -73,6 +73,7 @@ class _ProcessState:
             started = time.perf_counter()
             runner = load_runner(model, **_runner_options(model, settings))
             metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
+            metrics.init_worker(model)
             store, storage = open_job_store_for(settings), open_object_store(settings)
             self.pipeline = JobPipeline(runner, store, storage, settings)
             self.heartbeat = Heartbeat(store, runner.card, settings.worker_heartbeat_seconds).start()

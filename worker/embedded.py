@@ -31,6 +31,7 @@ def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.E
         started = time.perf_counter()
         runner = load_runner(model, weights=settings.tiny_weights, threads=settings.torch_threads)
         metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
+    metrics.init_worker(model)
     store = SqliteJobStore(settings.database_path, settings.idempotency_ttl_seconds)
     pipeline = JobPipeline(runner, store, open_object_store(settings), settings)
     requeued = store.requeue_in_progress([model])
