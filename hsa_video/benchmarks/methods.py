@@ -13,7 +13,7 @@ at (nearly) the same wall time, whatever its knob means:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -26,7 +26,6 @@ class Method:
     build: Callable  # (knob value, context) -> sampler
     sweep: tuple[float, ...] = ()  # knob values measured to map knob → time fraction
     description: str = ""
-    family: str = "baseline"  # reference | baseline | hsa | ablation
 
 
 @dataclass
@@ -35,7 +34,6 @@ class MethodContext:
 
     hsa_config: object = None
     mag_ratios: list[float] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _hsa(**overrides):
@@ -86,23 +84,23 @@ THRESHOLDS_FBC = (0.02, 0.05, 0.1, 0.2, 0.35, 0.6, 1.0)
 THRESHOLDS_MAG = (0.02, 0.06, 0.15, 0.3, 0.6, 1.2, 2.4)
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("fewer_steps", "fraction", _fewer, (), "plain Euler with round(f·40) steps, same shift", "baseline"),
-    Method("hsa", "budget", _hsa(), BUDGETS, "HSA, library defaults", "hsa"),
+    Method("fewer_steps", "fraction", _fewer, (), "plain Euler with round(f·40) steps, same shift"),
+    Method("hsa", "budget", _hsa(), BUDGETS, "HSA, library defaults"),
     Method("hsa_no_kv_sync", "budget", _hsa(kv_sync=False), BUDGETS,
-           "ablation: inactive tokens dropped from attention", "ablation"),
+           "ablation: inactive tokens dropped from attention"),
     Method("hsa_frozen_skips", "budget", _hsa(skipped_update="frozen"), BUDGETS,
-           "ablation: skipped tokens frozen instead of the cached Euler update", "ablation"),
+           "ablation: skipped tokens frozen instead of the cached Euler update"),
     Method("hsa_random_scores", "budget", _hsa(score="random"), BUDGETS,
-           "ablation: random scores instead of velocity dynamics", "ablation"),
-    Method("ras", "budget", _ras, BUDGETS, "RAS-style per-step top-k tokens (arXiv 2502.10389)", "baseline"),
+           "ablation: random scores instead of velocity dynamics"),
+    Method("ras", "budget", _ras, BUDGETS, "RAS-style per-step top-k tokens (arXiv 2502.10389)"),
     Method("easycache", "threshold", _easycache, THRESHOLDS_EASYCACHE,
-           "EasyCache-style step reuse (arXiv 2507.02860)", "baseline"),
+           "EasyCache-style step reuse (arXiv 2507.02860)"),
     Method("first_block_cache", "threshold", _diffusers("first_block_cache", "threshold"), THRESHOLDS_FBC,
-           "diffusers FirstBlockCache hook", "baseline"),
+           "diffusers FirstBlockCache hook"),
     Method("mag_cache", "threshold", _diffusers("mag_cache", "threshold"), THRESHOLDS_MAG,
-           "diffusers MagCache hook, ratios calibrated on this model", "baseline"),
+           "diffusers MagCache hook, ratios calibrated on this model"),
     Method("taylorseer", "interval", _diffusers("taylorseer", "cache_interval"), (2, 3, 4, 5, 6, 8, 10),
-           "diffusers TaylorSeer hook (order 1)", "baseline"),
+           "diffusers TaylorSeer hook (order 1)"),
 ]}
 
 
@@ -123,10 +121,8 @@ def knob_for_target(method: Method, measured: dict[float, float], target: float)
     # make time fraction monotone in the knob (timing noise can wiggle it), then invert
     if method.knob == "budget":
         fractions = np.maximum.accumulate(fractions)
-        x = np.log(knobs)
     else:  # threshold: time fraction falls as the threshold rises
         fractions = np.minimum.accumulate(fractions)
-        x = np.log(knobs)
     order = np.argsort(fractions)
-    value = np.interp(target, fractions[order], x[order])
+    value = np.interp(target, fractions[order], np.log(knobs)[order])
     return float(np.exp(value))

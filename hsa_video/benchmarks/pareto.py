@@ -96,30 +96,18 @@ def prompts(count: int, mode: str, seed: int):
     return items
 
 
-def build_sampler(method, knob, context):
-    """The method's sampler at ``knob``, raised to the smallest feasible budget if needed."""
-    from hsa_core import BudgetInfeasibleError
-
-    try:
-        return method.build(knob, context), knob
-    except BudgetInfeasibleError as error:  # pragma: no cover - constructors do not check feasibility
-        return method.build(error.min_budget, context), error.min_budget
-
-
 def timed_run(harness, method, knob, context, caption, seed, image=None):
     from hsa_core import BudgetInfeasibleError
 
-    sampler, knob = build_sampler(method, knob, context)
     try:
-        clip, result = harness.run(sampler, caption, seed, image)
-    except BudgetInfeasibleError as error:
+        clip, result = harness.run(method.build(knob, context), caption, seed, image)
+    except BudgetInfeasibleError as error:  # below the schedule's floor: run at the floor, report it
         knob = math.ceil(error.min_budget * 1000) / 1000
-        sampler, knob = build_sampler(method, knob, context)
-        clip, result = harness.run(sampler, caption, seed, image)
+        clip, result = harness.run(method.build(knob, context), caption, seed, image)
     return clip, result, knob
 
 
-def calibrate(harness, methods, context, calibration, references, progress) -> dict:
+def calibrate(harness, methods, context, calibration, progress) -> dict:
     """knob → median time fraction over the calibration prompts, per method. Each measurement is
     paired with a reference run of the same prompt right before it, so machine drift cancels."""
     from hsa_core import ConfigError, EulerSampler
@@ -463,10 +451,9 @@ def run(args: argparse.Namespace) -> int:
 
         harness.run(MagCalibration(), caption, seed, image)
 
-    calibration_refs = [references[("t2v", p[1])] for p in calibration]
     for caption, seed, _, image in calibration[:1] * 2:  # warm caches before anything is timed
         harness.run(euler, caption, seed, image)
-    curves = calibrate(harness, methods, context, calibration, calibration_refs, bar.update)
+    curves = calibrate(harness, methods, context, calibration, bar.update)
 
     tuning_report = None
     if tune:
@@ -477,10 +464,9 @@ def run(args: argparse.Namespace) -> int:
         tuning_report = {"budget": budget, "best": _config_dict(tuned), "best_psnr": max(e["psnr"] for e in log),
                          "log": log}
         tuned_method = Method("hsa_tuned", "budget", METHODS["hsa"].build, METHODS["hsa"].sweep,
-                              "HSA with the config tuned on the tuning prompts", "hsa")
+                              "HSA with the config tuned on the tuning prompts")
         tuned_context = MethodContext(hsa_config=tuned, mag_ratios=context.mag_ratios)
-        curves["hsa_tuned"] = calibrate(harness, [tuned_method], tuned_context, calibration, calibration_refs,
-                                        bar.update)["hsa_tuned"]
+        curves["hsa_tuned"] = calibrate(harness, [tuned_method], tuned_context, calibration, bar.update)["hsa_tuned"]
         methods = methods + [tuned_method]
     contexts = {m.name: (tuned_context if m.name == "hsa_tuned" else context) for m in methods}
     knobs = {(m.name, t): knob_for_target(m, curves.get(m.name, {}), t) for m in methods for t in targets}

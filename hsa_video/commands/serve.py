@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 import threading
-import time
 
 log = logging.getLogger("hsa.serve")
 
