@@ -22,6 +22,8 @@ JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 90
 FRACTION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 SLACK_BUCKETS = (-300.0, -60.0, -10.0, -1.0, 0.0, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 DRIFT_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+PSNR_BUCKETS = (15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 60.0, 100.0)
+SSIM_BUCKETS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 BYTES_BUCKETS = tuple(float(2**k) for k in range(16, 36, 2))  # 64 KiB … 16 GiB
 
 # --- gateway -------------------------------------------------------------------------------------
@@ -47,6 +49,13 @@ SLA_SLACK = Histogram("hsa_sla_slack_seconds", "Deadline minus completion time (
 KV_CACHE_BYTES = Histogram("hsa_kv_cache_bytes", "K/V cache size of a job", ["model"], buckets=BYTES_BUCKETS)
 VELOCITY_DRIFT = Histogram("hsa_velocity_drift", "Online quality proxy: relative velocity change of refreshed "
                            "skipped tokens, by budget bucket", ["model", "budget_bucket"], buckets=DRIFT_BUCKETS)
+SHADOW_PSNR = Histogram("hsa_shadow_psnr_db", "Shadow reference: PSNR of the served video against the job re-run "
+                        "at full budget, by budget bucket (100: identical)", ["model", "budget_bucket"],
+                        buckets=PSNR_BUCKETS)
+SHADOW_SSIM = Histogram("hsa_shadow_ssim", "Shadow reference: mean SSIM of the served video against the job re-run "
+                        "at full budget, by budget bucket", ["model", "budget_bucket"], buckets=SSIM_BUCKETS)
+SHADOW_RUNS = Counter("hsa_shadow_runs_total", "Shadow reference runs by outcome (completed, skipped: the job "
+                      "was deleted meanwhile, failed)", ["model", "outcome"])
 MODEL_LOAD_SECONDS = Gauge("hsa_model_load_seconds", "Time to load and calibrate the model at worker start",
                            ["model"], multiprocess_mode="max")
 
@@ -64,6 +73,8 @@ def init_worker(model: str) -> None:
         JOB_FAILURES.labels(model, reason)
     for outcome in ("met", "missed"):
         SLA.labels(model, outcome)
+    for outcome in ("completed", "skipped", "failed"):
+        SHADOW_RUNS.labels(model, outcome)
 
 
 def budget_bucket(budget: float) -> str:

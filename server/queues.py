@@ -22,6 +22,7 @@ BROKER_TRANSPORT_OPTIONS = {
 }
 
 TASK_NAME = "hsa.generate_video"
+SHADOW_TASK_NAME = "hsa.shadow_reference"  # worker-to-worker: full-budget re-runs for quality metrics
 HARD_LIMIT_GRACE_SECONDS = 30.0
 
 

@@ -178,6 +178,8 @@ def video_object(record: JobRecord) -> dict[str, Any]:
         "sla_met": None if record.completed_at is None or record.status != JobStatus.completed
         else record.completed_at <= spec.deadline_at,
         "token_fraction": record.stats.get("token_fraction"),
+        # PSNR/SSIM against the same job at full budget, for sampled jobs (HSA_SHADOW_SAMPLE_RATE)
+        "shadow_reference": record.stats.get("shadow_reference"),
         "timings": record.timings,
         "attempts": record.attempts,
         "webhook": record.webhook,

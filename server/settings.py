@@ -53,6 +53,9 @@ class ServiceSettings(BaseSettings):
 
     # workers
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
+    # quality: this fraction of below-full-budget jobs is re-run at budget 1.0 on the lowest queue
+    # priority and scored against the served video (worker/shadow.py); 0 turns it off
+    shadow_sample_rate: float = Field(0.0, ge=0, le=1)
     time_limit_factor: float = Field(10.0, ge=1)  # soft limit = factor × expected seconds + 60 s
     worker_metrics_port: int = Field(9101, ge=0, le=65535)  # a Celery worker's /metrics; 0 turns it off
     tiny_weights: Path | None = None  # built-in tiny model weights (default: the packaged ones)

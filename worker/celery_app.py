@@ -18,7 +18,7 @@ import time
 
 from celery import Celery, signals
 
-from server.queues import BROKER_TRANSPORT_OPTIONS, TASK_NAME
+from server.queues import BROKER_TRANSPORT_OPTIONS, SHADOW_TASK_NAME, TASK_NAME
 from server.settings import ServiceSettings
 
 log = logging.getLogger("hsa.worker")
@@ -50,6 +50,7 @@ class _ProcessState:
         self._lock = threading.Lock()
         self.ready = threading.Event()
         self.pipeline = None
+        self.shadow = None
         self.heartbeat = None
         self.error: BaseException | None = None
 
@@ -67,6 +68,7 @@ class _ProcessState:
             from .pipeline import JobPipeline
             from .registration import Heartbeat
             from .runners import load_runner
+            from .shadow import ShadowReference
 
             settings = ServiceSettings()
             model = os.environ.get(MODEL_ENV, settings.default_model)
@@ -75,7 +77,8 @@ class _ProcessState:
             metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
             metrics.init_worker(model)
             store, storage = open_job_store_for(settings), open_object_store(settings)
-            self.pipeline = JobPipeline(runner, store, storage, settings)
+            self.shadow = ShadowReference(runner, store, storage)
+            self.pipeline = JobPipeline(runner, store, storage, settings, submit_shadow=_queue_shadow)
             self.heartbeat = Heartbeat(store, runner.card, settings.worker_heartbeat_seconds).start()
             log.info("model %s loaded; serving queue hsa.%s", model, model)
         except BaseException as error:
@@ -111,3 +114,21 @@ def generate_video(self, message: dict) -> str:
     if not _state.ready.wait(MODEL_LOAD_TIMEOUT_SECONDS) or _state.pipeline is None:
         raise RuntimeError(f"model not available in this worker: {_state.error}")
     return _state.pipeline.run(message)
+
+
+def _queue_shadow(spec) -> None:
+    from server.queues import queue_name
+
+    from .shadow import SHADOW_PRIORITY
+
+    shadow_reference.apply_async(args=[spec.model_dump(mode="json")], queue=queue_name(spec.model),
+                                 priority=SHADOW_PRIORITY)
+
+
+@app.task(name=SHADOW_TASK_NAME, ignore_result=True)
+def shadow_reference(message: dict) -> None:
+    """The low-priority full-budget re-run of a served job (worker/shadow.py); scores go to metrics."""
+    _state.start_loading()
+    if not _state.ready.wait(MODEL_LOAD_TIMEOUT_SECONDS) or _state.shadow is None:
+        raise RuntimeError(f"model not available in this worker: {_state.error}")
+    _state.shadow.run(message)

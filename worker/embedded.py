@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 from server import metrics
 from server.settings import ServiceSettings, open_object_store
@@ -18,10 +19,12 @@ from server.stores.sqlite_store import SqliteJobStore
 from .pipeline import JobPipeline
 from .registration import Heartbeat
 from .runners import load_runner
+from .shadow import ShadowReference
 
 log = logging.getLogger("hsa.worker")
 
 POLL_SECONDS = 0.1
+MAX_PENDING_SHADOWS = 64  # a burst beyond this drops the oldest samples, not jobs
 
 
 def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.Event | None = None,
@@ -33,7 +36,13 @@ def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.E
         metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
     metrics.init_worker(model)
     store = SqliteJobStore(settings.database_path, settings.idempotency_ttl_seconds)
-    pipeline = JobPipeline(runner, store, open_object_store(settings), settings)
+    storage = open_object_store(settings)
+    # shadow references wait in memory and run only when no job is queued (the lowest priority); the
+    # ones pending at shutdown are dropped — they are samples, not work anyone waits for
+    shadows: deque[dict] = deque(maxlen=MAX_PENDING_SHADOWS)
+    shadow = ShadowReference(runner, store, storage)
+    pipeline = JobPipeline(runner, store, storage, settings,
+                           submit_shadow=lambda spec: shadows.append(spec.model_dump(mode="json")))
     requeued = store.requeue_in_progress([model])
     if requeued:
         log.warning("re-queued %d job(s) left in progress by a previous run", requeued)
@@ -43,7 +52,10 @@ def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.E
         while not stop.is_set():
             record = store.next_queued([model])
             if record is None:
-                stop.wait(POLL_SECONDS)
+                if shadows:
+                    shadow.run(shadows.popleft())
+                else:
+                    stop.wait(POLL_SECONDS)
                 continue
             pipeline.run(record.spec.model_dump(mode="json"))
     finally:

@@ -25,6 +25,8 @@ from server.settings import ServiceSettings
 from server.sla import choose_budget
 from server.webhooks import deliver, event_payload
 
+from .shadow import wants_shadow
+
 log = logging.getLogger("hsa.worker")
 
 MAX_ATTEMPTS = 3  # deliveries of one job (worker crashes) before it is failed for good
@@ -51,8 +53,9 @@ def error_code(error: BaseException) -> str:
 
 
 class JobPipeline:
-    def __init__(self, runner, store, storage, settings: ServiceSettings):
+    def __init__(self, runner, store, storage, settings: ServiceSettings, submit_shadow=None):
         self.runner, self.store, self.storage, self.settings = runner, store, storage, settings
+        self.submit_shadow = submit_shadow  # queues a shadow reference run (worker/shadow.py), if any
         self.webhook_threads: list[threading.Thread] = []
 
     def run(self, message: dict[str, Any]) -> str:
@@ -140,6 +143,11 @@ class JobPipeline:
         log.info("job %s completed in %.2f s (compute fraction %s)", spec.job_id, record.timings["total"],
                  figures.get("achieved_compute_fraction"))
         self._notify(record, "video.completed")
+        if self.submit_shadow is not None and wants_shadow(record, self.settings.shadow_sample_rate):
+            try:
+                self.submit_shadow(spec)
+            except Exception as error:  # a quality sample is never worth failing a served job
+                log.warning("could not queue the shadow reference of job %s: %s", spec.job_id, error)
 
     def _plan_at_start(self, record: JobRecord):
         """Re-plan an SLA job's budget from the time actually left, and return the in-flight controller

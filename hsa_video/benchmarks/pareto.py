@@ -65,16 +65,6 @@ class Harness:
         return clip, result
 
     @staticmethod
-    def fidelity(clip: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-        from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-        clip, reference = np.clip(clip, 0, 1).astype(np.float64), np.clip(reference, 0, 1).astype(np.float64)
-        psnr = peak_signal_noise_ratio(reference, clip, data_range=1.0)
-        ssim = float(np.mean([structural_similarity(r, c, channel_axis=-1, data_range=1.0)
-                              for r, c in zip(reference, clip)]))
-        return float(min(psnr, 100.0)), ssim  # identical clips: cap the infinite PSNR
-
-    @staticmethod
     def adherence(clip: np.ndarray, caption: str, image=None) -> tuple[float, dict, float | None]:
         from hsa_core.tiny.checker import check_clip
 
@@ -135,6 +125,7 @@ def calibrate(harness, methods, context, calibration, progress) -> dict:
 def tune_hsa(harness, context, tuning, references, budget: float, progress) -> tuple[object, list[dict]]:
     """One knob at a time from the defaults, keeping changes that raise mean PSNR on the tuning prompts."""
     from hsa_core import HSAConfig, HSASampler
+    from hsa_core.quality import clip_fidelity
 
     grid = {
         "warmup_fraction": (0.05, 0.1, 0.2),
@@ -160,7 +151,7 @@ def tune_hsa(harness, context, tuning, references, budget: float, progress) -> t
                 clip, _ = harness.run(HSASampler(budget, config), caption, seed, image)
             except ValueError:  # an infeasible budget for this window/divisor choice
                 return -math.inf
-            values.append(Harness.fidelity(clip, reference)[0])
+            values.append(clip_fidelity(clip, reference)[0])
             progress()
         return float(np.mean(values))
 
@@ -403,6 +394,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from hsa_core.quality import clip_fidelity
+
     from hsa_core import EulerSampler, HSAConfig
     from hsa_core.tiny.model import WEIGHTS_DIR, TinyVideoModel
 
@@ -480,7 +473,7 @@ def run(args: argparse.Namespace) -> int:
             for method in methods:
                 clip, result, knob = timed_run(harness, method, knobs[(method.name, target)], contexts[method.name],
                                                caption, seed, image)
-                psnr, ssim = Harness.fidelity(clip, reference)
+                psnr, ssim = clip_fidelity(clip, reference)
                 adherence, _, first_error = Harness.adherence(clip, caption, image)
                 samples.append({"mode": mode, "method": method.name, "target_fraction": target, "split": split,
                                 "knob": knob, "seed": seed, "time_fraction": result.seconds / ref_seconds,

@@ -41,7 +41,8 @@ def _wait_ready(base_url: str, gateway: Process) -> None:
 def deployment(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     settings = dict(api_key_sha256=hash_api_key(API_KEY), webhook_secret=WEBHOOK_SECRET, poll_after_ms="100",
-                    worker_heartbeat_seconds="2", webhook_backoff_seconds="0.2", data_dir=str(folder / "data"))
+                    worker_heartbeat_seconds="2", webhook_backoff_seconds="0.2", data_dir=str(folder / "data"),
+                    shadow_sample_rate="1")
     processes: dict[str, Process] = {}
     worker_metrics_port = free_port()
     if request.param == "celery":

@@ -222,12 +222,16 @@ def test_metrics_contract(deployment):
     gateway_url, worker_url = deployment.base_url + "/metrics", deployment.worker_metrics_url
     before_gateway, before_worker = scrape(gateway_url), scrape(worker_url)
     client = deployment.client()
-    for budget in (1.0, 0.5):
-        video = client.videos.create_and_poll(prompt="a red circle", size="32x32",
-                                              extra_body={"steps": 20, "budget": budget}, poll_interval_ms=100)
-        assert video.status == "completed"
+    videos = [client.videos.create_and_poll(prompt="a red circle", size="32x32",
+                                            extra_body={"steps": 20, "budget": budget}, poll_interval_ms=100)
+              for budget in (1.0, 0.5)]
+    assert [video.status for video in videos] == ["completed", "completed"]
     with pytest.raises(openai.UnprocessableEntityError):
         client.videos.create(prompt="x", size="1x1")
+    # the deployments sample every reduced-budget job for a shadow reference (HSA_SHADOW_SAMPLE_RATE=1)
+    shadowed = wait_for(client, videos[1].id, lambda v: v.model_extra["shadow_reference"] is not None)
+    assert 10 < shadowed.model_extra["shadow_reference"]["psnr_db"] < 100
+    assert client.videos.retrieve(videos[0].id).model_extra["shadow_reference"] is None  # full budget: no shadow
     gateway, worker = scrape(gateway_url), scrape(worker_url)
 
     documented = set(re.findall(r"^\| `(hsa_[a-z_]+)`", (Path(__file__).parents[2] / "docs" / "operations.md").read_text(), re.M))
@@ -248,3 +252,71 @@ def test_metrics_contract(deployment):
     assert delta(worker, before_worker, "hsa_budget_count", model="tiny", kind="chosen") == 2
     assert delta(worker, before_worker, "hsa_token_steps_total", model="tiny", kind="skipped") > 0
     assert total(gateway, "hsa_live_workers", model="tiny") == 1
+    assert delta(worker, before_worker, "hsa_shadow_runs_total", model="tiny", outcome="completed") == 1
+    assert delta(worker, before_worker, "hsa_shadow_psnr_db_count", model="tiny", budget_bucket="0.5") == 1
+
+
+def test_a_real_prometheus_scrapes_the_stack_and_evaluates_the_dashboard_and_alerts(deployment, tmp_path):
+    """prometheus (the Debian package) scrapes the gateway and the worker on loopback every second;
+    its query API then returns the jobs we ran, and every dashboard query and alert rule evaluates."""
+    import shutil
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    import httpx
+    import yaml
+
+    from tests.services import Process, free_port, require_binary, wait_until
+
+    binary = require_binary("prometheus")
+    deploy = Path(__file__).parents[2] / "deploy"
+    targets = {"hsa-gateway": urlsplit(deployment.base_url).netloc}
+    if deployment.worker_metrics_url != deployment.base_url + "/metrics":
+        targets["hsa-worker"] = urlsplit(deployment.worker_metrics_url).netloc
+    shutil.copy(deploy / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": ["alerts.yml"],
+              "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
+                                 for job, target in targets.items()]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    prometheus = Process([binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                          f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "prometheus.log")
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expr: str) -> list:
+        body = httpx.get(api + "/query", params={"query": expr}, timeout=10).json()
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    try:
+        wait_until(lambda: len(query("up == 1")) == len(targets), 60, "prometheus scraping every target", prometheus)
+        client = deployment.client()
+        before = sum(float(r["value"][1]) for r in query('hsa_jobs_finished_total{status="completed"}'))
+        for budget in (1.0, 0.5, 0.5):
+            assert client.videos.create_and_poll(prompt="a blue square moving up", size="32x32", poll_interval_ms=100,
+                                                 extra_body={"steps": 12, "budget": budget}).status == "completed"
+
+        def completed_in_prometheus() -> bool:
+            results = query('sum(hsa_jobs_finished_total{model="tiny", status="completed"})')
+            return results and float(results[0]["value"][1]) >= before + 3
+        wait_until(completed_in_prometheus, 30, "prometheus to see the three jobs", prometheus)
+        wait_until(lambda: query('sum(hsa_shadow_psnr_db_count{model="tiny"}) >= 2'), 60,
+                   "prometheus to see the shadow references", prometheus)
+        psnr = query('sum(hsa_shadow_psnr_db_sum) / sum(hsa_shadow_psnr_db_count)')
+        assert 10 < float(psnr[0]["value"][1]) < 100
+        assert query('sum by (model) (hsa_live_workers)')[0]["metric"]["model"] == "tiny"
+
+        dashboard = json.loads((deploy / "grafana" / "dashboards" / "hsa-video.json").read_text())
+        expressions = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+        assert expressions and all(isinstance(query(expr), list) for expr in expressions)
+        # the stage latency panel has data: rates over the scrapes that saw the jobs finish
+        assert query(expressions[0]), expressions[0]
+
+        def rules_evaluated() -> list:
+            groups = httpx.get(api + "/rules", timeout=10).json()["data"]["groups"]
+            rules = [rule for group in groups for rule in group["rules"]]
+            return rules if rules and all(rule.get("lastEvaluation", "").startswith("20") for rule in rules) else []
+        rules = wait_until(rules_evaluated, 30, "every alert rule evaluated", prometheus)
+        assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
+    finally:
+        prometheus.stop()

@@ -176,3 +176,46 @@ def test_relaxed_sla_job_runs_the_plain_full_budget(parts):
     pipeline.run(record.spec.model_dump(mode="json"))
     done = store.get(record.id)
     assert done.stats["budget"] == 1.0 and done.stats["replans"] == []
+
+
+def test_shadow_sample_is_stable_per_job_and_has_the_rate():
+    from worker.shadow import sampled
+
+    ids = [f"video_{k:06d}" for k in range(4000)]
+    assert [sampled(i, 0.25) for i in ids] == [sampled(i, 0.25) for i in ids]  # a re-delivery decides alike
+    assert sum(sampled(i, 0.25) for i in ids) / len(ids) == pytest.approx(0.25, abs=0.03)
+    assert not any(sampled(i, 0.0) for i in ids) and all(sampled(i, 1.0) for i in ids)
+
+
+def test_shadow_reference_scores_a_reduced_budget_job_against_its_full_budget_rerun(tmp_path, runner):
+    from prometheus_client import REGISTRY
+
+    from worker.shadow import ShadowReference
+
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    storage = LocalObjectStore(tmp_path / "objects")
+    settings = ServiceSettings(data_dir=tmp_path, shadow_sample_rate=1.0, _env_file=None)
+    queued = []
+    pipeline = JobPipeline(runner, store, storage, settings, submit_shadow=queued.append)
+    shadow = ShadowReference(runner, store, storage)
+
+    full = submit(store, steps=12, budget=1.0, width=64, height=64, seed=3)
+    assert pipeline.run(full.spec.model_dump(mode="json")) == "completed"
+    assert queued == []  # a full-budget job is its own reference
+
+    labels = {"model": "tiny", "budget_bucket": "0.5"}
+    before = REGISTRY.get_sample_value("hsa_shadow_psnr_db_count", labels) or 0
+    reduced = submit(store, steps=12, budget=0.45, width=64, height=64, seed=3)
+    assert pipeline.run(reduced.spec.model_dump(mode="json")) == "completed"
+    assert [spec.job_id for spec in queued] == [reduced.id]
+    scores = shadow.run(queued[0].model_dump(mode="json"))
+    assert 10 < scores["psnr_db"] < 100 and 0 < scores["ssim"] < 1 and scores["budget"] == 0.45
+    assert store.get(reduced.id).stats["shadow_reference"] == scores  # on the video object too
+    assert REGISTRY.get_sample_value("hsa_shadow_psnr_db_count", labels) == before + 1
+
+    # the same job at budget 1.0 through the shadow path scores as identical: the codec cancels out
+    exact = shadow.run(full.spec.model_dump(mode="json"))
+    assert exact["psnr_db"] == 100 and exact["ssim"] == 1.0
+
+    storage.delete_prefix(f"videos/{reduced.id}/")  # deleted by its owner before the shadow ran
+    assert shadow.run(queued[0].model_dump(mode="json")) is None

@@ -1,0 +1,98 @@
+"""Shadow reference: how far a served video is from what the full budget would have served.
+
+For a sampled fraction of completed jobs that ran below full budget (``HSA_SHADOW_SAMPLE_RATE``),
+the worker queues a low-priority shadow task that re-runs the job at budget 1.0 with the same
+prompt, seed, first frame and steps, encodes it to MP4 like the served one, decodes both and records
+PSNR and SSIM of the served video against the reference — as Prometheus histograms labelled by model
+and budget bucket, and on the job record (``shadow_reference`` on the video object). Both sides go
+through the same encoder, so at equal content the scores are exact (100 dB, SSIM 1) and the codec
+does not count against the budget.
+
+The sample is a deterministic function of the job id, so a re-delivered job makes the same choice.
+Shadow tasks take worker time the gateway's queue model does not see; keep the rate small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from server import metrics
+from server.jobs import JobRecord, JobSpec, JobStatus
+
+log = logging.getLogger("hsa.worker")
+
+SHADOW_PRIORITY = 9  # the lowest queue priority: after every interactive and standard job
+
+ShadowSubmitter = Callable[[JobSpec], None]
+
+
+def sampled(job_id: str, rate: float) -> bool:
+    """Whether ``job_id`` falls in a ``rate`` sample (stable across processes and re-deliveries)."""
+    if rate <= 0:
+        return False
+    draw = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big") / 2**64
+    return draw < rate
+
+
+def wants_shadow(record: JobRecord, rate: float) -> bool:
+    """Completed below full compute (a full-budget job *is* its reference) and in the sample."""
+    fraction = record.stats.get("achieved_compute_fraction")
+    return (record.status == JobStatus.completed and fraction is not None and fraction < 1.0
+            and sampled(record.id, rate))
+
+
+class ShadowReference:
+    def __init__(self, runner, store, storage):
+        self.runner, self.store, self.storage = runner, store, storage
+
+    def run(self, message: dict) -> dict | None:
+        """Re-run the job in ``message`` at full budget and score its served video; returns the scores,
+        or None when the job or its video is gone (deleted meanwhile)."""
+        from hsa_core.media import read_image, read_mp4, write_mp4
+        from hsa_core.quality import clip_fidelity
+
+        spec = JobSpec.model_validate(message)
+        record = self.store.get(spec.job_id)
+        if record is None or record.status != JobStatus.completed or record.output_key is None:
+            metrics.SHADOW_RUNS.labels(spec.model, "skipped").inc()
+            return None
+        started = time.perf_counter()
+        try:
+            served_bytes = self.storage.get_bytes(record.output_key)
+        except Exception:  # deleted by its owner since it was queued
+            metrics.SHADOW_RUNS.labels(spec.model, "skipped").inc()
+            return None
+        try:
+            image = None
+            if spec.input_key:
+                image = read_image(io.BytesIO(self.storage.get_bytes(spec.input_key)), self.runner.image_size())
+            reference_spec = spec.model_copy(update={"budget": 1.0, "budget_source": "explicit"})
+            clip, _ = self.runner.generate(reference_spec, image, lambda done, total: None)
+            with tempfile.TemporaryDirectory(prefix="hsa-shadow-") as folder:
+                served_path = Path(folder) / "served.mp4"
+                served_path.write_bytes(served_bytes)
+                reference = read_mp4(write_mp4(clip, Path(folder) / "reference.mp4", fps=spec.fps))
+                psnr, ssim = clip_fidelity(read_mp4(served_path) / 255.0, reference / 255.0)
+        except Exception:
+            log.exception("shadow reference of job %s failed", spec.job_id)
+            metrics.SHADOW_RUNS.labels(spec.model, "failed").inc()
+            return None
+        budget = record.stats.get("budget", record.spec.budget)
+        bucket = metrics.budget_bucket(budget)
+        metrics.SHADOW_PSNR.labels(spec.model, bucket).observe(psnr)
+        metrics.SHADOW_SSIM.labels(spec.model, bucket).observe(ssim)
+        metrics.SHADOW_RUNS.labels(spec.model, "completed").inc()
+        scores = {"psnr_db": round(psnr, 3), "ssim": round(ssim, 5), "budget": budget,
+                  "seconds": round(time.perf_counter() - started, 3)}
+        record = self.store.get(spec.job_id)  # fresh: a webhook outcome may have landed meanwhile
+        if record is not None:
+            record.stats["shadow_reference"] = scores
+            self.store.update(record)
+        log.info("shadow reference of job %s at budget %s: PSNR %.2f dB, SSIM %.4f", spec.job_id, budget, psnr, ssim)
+        return scores
