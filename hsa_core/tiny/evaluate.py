@@ -10,7 +10,6 @@ ground-truth clips of the same prompts. Step sensitivity compares 10- and 20-ste
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
