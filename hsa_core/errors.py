@@ -7,7 +7,10 @@ Every error carries a stable ``code`` that services can put into API responses::
     │   └── BudgetInfeasibleError code="budget_infeasible" the budget is below what the schedule allows
     ├── GridError                code="invalid_grid"       the latent cannot be patchified by the model
     ├── UnknownAdapterError      code="unknown_adapter"    no adapter registered under that name
-    └── UnsupportedModelError    code="unsupported_model"  the checkpoint uses a feature the adapter lacks
+    ├── UnsupportedModelError    code="unsupported_model"  the checkpoint uses a feature the adapter lacks
+    ├── ModelNotFoundError       code="model_not_found"    no usable checkpoint where the weights should be
+    ├── MissingDependencyError   code="missing_dependency" an optional Python package the model needs is absent
+    └── InsufficientMemoryError  code="insufficient_memory" the K/V cache and the model do not fit on the device
 
 ``ConfigError`` and ``GridError`` are also ``ValueError``s and ``UnknownAdapterError`` is a
 ``KeyError``, so callers that only know the builtin exceptions still catch them.
@@ -57,3 +60,21 @@ class UnsupportedModelError(HSAError):
     """The checkpoint needs a model feature this adapter does not implement."""
 
     code = "unsupported_model"
+
+
+class ModelNotFoundError(HSAError):
+    """A model directory is missing or does not hold a diffusers-format checkpoint."""
+
+    code = "model_not_found"
+
+
+class MissingDependencyError(HSAError):
+    """A Python package the requested model needs is not installed."""
+
+    code = "missing_dependency"
+
+
+class InsufficientMemoryError(HSAError):
+    """The planned K/V cache does not fit in the memory the device has left."""
+
+    code = "insufficient_memory"

@@ -19,8 +19,9 @@ def kv_cache_bytes(num_layers: int, num_tokens: int, width: int, dtype: torch.dt
 class TokenKVCache:
     """K/V rows of shape (B, heads, N, head_dim) per layer, stored in ``dtype``.
 
-    A lower-precision cache (bf16) halves memory; rows are cast back to the compute dtype when
-    attended, so only the cached context loses precision, never the active tokens' own K/V.
+    A lower-precision cache (bf16 halves an fp32 cache, float8 halves a bf16 one) saves memory; rows
+    are cast back to the compute dtype when attended, so only the cached context loses precision,
+    never the active tokens' own K/V.
     """
 
     def __init__(
@@ -48,9 +49,29 @@ class TokenKVCache:
         """Write fresh K/V (B, H, a, hd) for ``active`` (all tokens if None); return all N rows."""
         cached_k, cached_v = self.keys[layer], self.values[layer]
         if active is None:
-            cached_k.copy_(key)
-            cached_v.copy_(value)
+            cached_k.copy_(_to_cache_dtype(key, cached_k.dtype))
+            cached_v.copy_(_to_cache_dtype(value, cached_v.dtype))
             return key, value  # every row is fresh: attend to them directly, uncast
-        cached_k.index_copy_(2, active, key.to(cached_k.dtype))
-        cached_v.index_copy_(2, active, value.to(cached_v.dtype))
+        _write_rows(cached_k, active, _to_cache_dtype(key, cached_k.dtype))
+        _write_rows(cached_v, active, _to_cache_dtype(value, cached_v.dtype))
         return cached_k.to(key.dtype), cached_v.to(value.dtype)
+
+
+def is_float8(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point and torch.finfo(dtype).bits == 8
+
+
+def _to_cache_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast to the cache dtype; float8 saturates at its largest value (a plain cast may give NaN)."""
+    if is_float8(dtype):
+        limit = torch.finfo(dtype).max
+        return x.clamp(-limit, limit).to(dtype)
+    return x.to(dtype)
+
+
+def _write_rows(cache: torch.Tensor, rows: torch.Tensor, fresh: torch.Tensor) -> None:
+    """cache[:, :, rows] = fresh; float8 rows are copied as raw bytes (index_copy_ has no float8 kernel)."""
+    if is_float8(cache.dtype):
+        cache.view(torch.uint8).index_copy_(2, rows, fresh.view(torch.uint8))
+    else:
+        cache.index_copy_(2, rows, fresh)

@@ -16,7 +16,7 @@ COMMANDS = [
     (("serve",), "hsa_video.commands.serve", "run the API server (one process tree with the tiny model by default)"),
     (("worker",), "hsa_video.commands.worker", "run a worker for one model (Celery when HSA_REDIS_URL is set)"),
     (("hash-key",), "hsa_video.commands.hash_key", "print the SHA-256 digest of an API key for HSA_API_KEY_SHA256"),
-    (("generate",), "hsa_video.commands.generate", "generate a clip with the built-in tiny model"),
+    (("generate",), "hsa_video.commands.generate", "generate a clip: the built-in tiny model, or a local Wan checkpoint (--model)"),
     (("train-tiny",), "hsa_video.commands.train_tiny", "train (or resume training) the built-in tiny model"),
     (("eval-tiny",), "hsa_video.commands.eval_tiny", "score the tiny model with the automatic checker"),
     (("bench", "speed"), "hsa_video.benchmarks.speed", "time plain Euler vs HSA at several budgets"),

@@ -101,8 +101,12 @@ class DenoiserAdapter(Protocol):
     def token_grid(self, latent_shape: tuple[int, ...]) -> TokenGrid:
         """Validate a latent shape for this model and describe its tokens."""
 
-    def prepare_branch(self, grid: TokenGrid, encoder_hidden_states: torch.Tensor) -> Any:
-        """Per-job, per-CFG-branch state that does not depend on the step (text K/V, RoPE)."""
+    def prepare_branch(self, grid: TokenGrid, encoder_hidden_states: torch.Tensor, **model_inputs: Any) -> Any:
+        """Per-job, per-CFG-branch state that does not depend on the step (text K/V, RoPE).
+
+        ``model_inputs`` is the job's model-specific conditioning (``Conditioning.model_inputs``),
+        e.g. Wan I2V's image embedding and channel-concatenated condition latents.
+        """
 
     def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None) -> Any:
         """An empty per-layer K/V cache for one CFG branch (None if the model needs none)."""

@@ -6,8 +6,15 @@ swaps the attention processors of each block:
 * ``KVCacheSyncAttnProcessor`` (self-attention): projects Q/K/V for the active tokens only, applies
   RoPE at their true (f, h, w) positions, writes K/V into the layer's cache rows and lets the
   active queries attend over all N cached keys/values.
-* ``CachedCrossAttnProcessor`` (text cross-attention): the text K/V do not depend on the step, so
-  they are projected once per job and CFG branch and reused at every step.
+* ``CachedCrossAttnProcessor`` (text cross-attention, plus the CLIP image context of Wan 2.1 I2V):
+  the text and image K/V do not depend on the step, so they are projected once per job and CFG
+  branch and reused at every step.
+
+Image-to-video the Wan 2.1 / Wan 2.2 A14B way concatenates a per-token condition (a 4-channel
+first-frame mask and the VAE latents of the image, zero-padded over time) to the noisy latent along
+channels. The condition does not change during sampling, so the branch keeps it patchified and a
+token subset gathers its rows: the patch embedding of [latent tokens ‖ condition tokens] is the
+diffusers Conv3d over the channel-concatenated video, since both are channel-major.
 
 Per-token modulation comes for free: diffusers' block accepts a per-token timestep embedding of
 shape (B, a, 6, dim) (the Wan 2.2 TI2V path), so conditioning tokens held at σ = 0 and subsets of
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import GridError, UnsupportedModelError
+from ..errors import ConfigError, GridError, UnsupportedModelError
 from ..kv_cache import TokenKVCache
 from .base import TokenGrid
 
@@ -57,6 +64,8 @@ class WanBranch:
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: K, V of shape (B, H, L, hd)
     rope_cos: torch.Tensor  # (1, N, 1, hd)
     rope_sin: torch.Tensor  # (1, N, 1, hd)
+    image_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: CLIP image K, V (B, H, I, hd)
+    condition_tokens: torch.Tensor | None = None  # (B, N, C_cond·pt·ph·pw) channel-concatenated I2V condition
 
 
 @dataclass
@@ -102,8 +111,12 @@ class KVCacheSyncAttnProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+# diffusers' Wan processor splits [image context ‖ text] at this many text tokens from the end.
+_WAN_TEXT_CONTEXT_LENGTH = 512
+
+
 class CachedCrossAttnProcessor:
-    """Text cross-attention with K/V projected once per job (they do not depend on the step)."""
+    """Text (and image) cross-attention with K/V projected once per job (they do not depend on the step)."""
 
     def __init__(self, layer: int, context: _ForwardContext):
         self.layer = layer
@@ -112,12 +125,22 @@ class CachedCrossAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         query = _split_heads(attn.norm_q(attn.to_q(hidden_states)), attn.heads)
         branch = self.context.branch
+        image_kv = None
         if branch is not None:
             key, value = branch.cross_kv[self.layer]
-        else:
+            if branch.image_kv is not None:
+                image_kv = branch.image_kv[self.layer]
+        else:  # inside a diffusers pipeline: the image context comes first in encoder_hidden_states
+            if attn.add_k_proj is not None:
+                image_length = encoder_hidden_states.shape[1] - _WAN_TEXT_CONTEXT_LENGTH
+                image_kv = project_image_kv(attn, encoder_hidden_states[:, :image_length])
+                encoder_hidden_states = encoder_hidden_states[:, image_length:]
             key, value = project_cross_kv(attn, encoder_hidden_states)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
         out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+        if image_kv is not None:  # Wan 2.1 I2V: a second attention over the CLIP image tokens, summed
+            image_out = F.scaled_dot_product_attention(query, *image_kv)
+            out = out + image_out.transpose(1, 2).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -130,15 +153,30 @@ def project_cross_kv(attn, encoder_hidden_states: torch.Tensor) -> tuple[torch.T
     return _split_heads(attn.norm_k(key), attn.heads), _split_heads(value, attn.heads)
 
 
+def project_image_kv(attn, image_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention K/V of the projected CLIP image tokens: (B, H, I, hd) each."""
+    if attn.fused_projections:
+        key, value = attn.to_added_kv(image_states).chunk(2, dim=-1)
+    else:
+        key, value = attn.add_k_proj(image_states), attn.add_v_proj(image_states)
+    return _split_heads(attn.norm_added_k(key), attn.heads), _split_heads(value, attn.heads)
+
+
 class WanAdapter:
-    """``DenoiserAdapter`` over a diffusers ``WanTransformer3DModel`` (Wan 2.1 T2V, Wan 2.2 TI2V/T2V)."""
+    """``DenoiserAdapter`` over a diffusers ``WanTransformer3DModel``.
+
+    Wan 2.1 T2V / I2V, Wan 2.2 TI2V and each expert of Wan 2.2 A14B. I2V checkpoints take
+    ``prepare_branch(..., condition=…)`` — the (B, in_channels − out_channels, F, H, W) mask and image
+    latents diffusers' ``WanImageToVideoPipeline.prepare_latents`` builds — and, when the checkpoint
+    has a CLIP image context (``image_dim``, Wan 2.1 I2V), ``image_embeds`` (B, I, image_dim).
+    """
 
     def __init__(self, transformer):
         config = transformer.config
-        if config.image_dim is not None or config.added_kv_proj_dim is not None:
+        if (config.image_dim is None) != (config.added_kv_proj_dim is None):
             raise UnsupportedModelError(
-                "Wan image-conditioned checkpoints (CLIP image context, e.g. Wan 2.1 I2V) are not supported "
-                "by this adapter yet; Wan 2.2 TI2V-style first-frame conditioning is"
+                "Wan checkpoints with only one of image_dim and added_kv_proj_dim are not supported: the CLIP "
+                "image context needs both the image embedder and the image K/V projections"
             )
         self.transformer = transformer.eval()
         self.patch = tuple(config.patch_size)
@@ -148,6 +186,9 @@ class WanAdapter:
         self.width = self.heads * self.head_dim
         self.in_channels = config.in_channels
         self.out_channels = config.out_channels or config.in_channels
+        # channels concatenated to the noisy latent (I2V: mask + image latents); 0 for T2V and TI2V
+        self.condition_channels = self.in_channels - self.out_channels
+        self.image_dim = config.image_dim
         self.rope_max_seq_len = config.rope_max_seq_len
         self.num_train_timesteps = 1000  # Wan's timestep = σ · 1000
 
@@ -187,8 +228,8 @@ class WanAdapter:
 
     def token_grid(self, latent_shape: tuple[int, ...]) -> TokenGrid:
         grid = TokenGrid(tuple(latent_shape), self.patch)
-        if grid.channels != self.in_channels:
-            raise GridError(f"latents have {grid.channels} channels but the model expects {self.in_channels}")
+        if grid.channels != self.out_channels:
+            raise GridError(f"latents have {grid.channels} channels but the model expects {self.out_channels}")
         if max(grid.shape) > self.rope_max_seq_len:
             raise GridError(
                 f"post-patch grid {grid.shape} exceeds the model's rope_max_seq_len {self.rope_max_seq_len}"
@@ -196,7 +237,14 @@ class WanAdapter:
         return grid
 
     @torch.inference_mode()
-    def prepare_branch(self, grid: TokenGrid, encoder_hidden_states: torch.Tensor) -> WanBranch:
+    def prepare_branch(
+        self,
+        grid: TokenGrid,
+        encoder_hidden_states: torch.Tensor,
+        image_embeds: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+    ) -> WanBranch:
+        """``image_embeds`` (B, I, image_dim) and ``condition`` (B, C_cond, F, H, W): I2V checkpoints only."""
         model = self.transformer
         if encoder_hidden_states.shape[0] != grid.batch:
             raise GridError(
@@ -213,7 +261,36 @@ class WanAdapter:
             cross_kv=cross_kv,
             rope_cos=freqs_cos,
             rope_sin=freqs_sin,
+            image_kv=self._image_kv(image_embeds),
+            condition_tokens=self._condition_tokens(grid, condition),
         )
+
+    def _image_kv(self, image_embeds: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        if self.image_dim is None:
+            if image_embeds is not None:
+                raise ConfigError("image_embeds given, but this Wan checkpoint has no image context (image_dim)")
+            return None
+        if image_embeds is None:
+            raise ConfigError(
+                "this Wan checkpoint attends to a CLIP image embedding (Wan 2.1 I2V): pass image_embeds, "
+                "e.g. from WanImageToVideoPipeline.encode_image"
+            )
+        image_states = self.transformer.condition_embedder.image_embedder(image_embeds.to(self.dtype))
+        return [project_image_kv(block.attn2, image_states) for block in self.transformer.blocks]
+
+    def _condition_tokens(self, grid: TokenGrid, condition: torch.Tensor | None) -> torch.Tensor | None:
+        if self.condition_channels == 0:
+            if condition is not None:
+                raise ConfigError("condition latents given, but this Wan checkpoint takes no condition channels")
+            return None
+        expected = (grid.batch, self.condition_channels, *grid.latent_shape[2:])
+        if condition is None or tuple(condition.shape) != expected:
+            got = "none" if condition is None else f"shape {tuple(condition.shape)}"
+            raise ConfigError(
+                f"this Wan checkpoint is image-to-video: it needs condition latents of shape {expected} "
+                f"(mask + image latents, as WanImageToVideoPipeline.prepare_latents builds them), got {got}"
+            )
+        return TokenGrid(expected, self.patch).patchify(condition.to(self.dtype))
 
     def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None) -> TokenKVCache:
         return TokenKVCache(
@@ -240,8 +317,11 @@ class WanAdapter:
         kv_cache: TokenKVCache | None = None,
     ) -> torch.Tensor:
         model = self.transformer
-        batch, num_active, _ = x.shape
-        hidden = F.linear(x.to(self.dtype), self._embed_weight, self._embed_bias)  # (B, a, dim)
+        x = x.to(self.dtype)
+        if branch.condition_tokens is not None:
+            condition = branch.condition_tokens if active is None else branch.condition_tokens[:, active]
+            x = torch.cat([x, condition], dim=-1)  # (B, a, C_in·pt·ph·pw), channel-major like the Conv3d input
+        hidden = F.linear(x, self._embed_weight, self._embed_bias)  # (B, a, dim)
 
         rope_cos, rope_sin = branch.rope_cos, branch.rope_sin
         if active is not None:

@@ -19,11 +19,15 @@ class Conditioning:
 
     Guidance is on when ``guidance_scale > 1`` (diffusers' rule) and then needs negative embeddings
     (encode an empty prompt for plain CFG): v̂ = v_u + w·(v_c − v_u).
+
+    ``model_inputs`` holds conditioning that every CFG branch shares and only some models take (Wan
+    I2V: ``image_embeds``, ``condition``); it is passed to the adapter's ``prepare_branch``.
     """
 
     prompt_embeds: torch.Tensor  # (B, L, text_dim)
     negative_prompt_embeds: torch.Tensor | None = None
     guidance_scale: float = 1.0
+    model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.uses_guidance and self.negative_prompt_embeds is None:
@@ -50,7 +54,7 @@ class GuidedDenoiser:
         embeds = [conditioning.prompt_embeds]
         if conditioning.uses_guidance:
             embeds.append(conditioning.negative_prompt_embeds)
-        self.branches = [adapter.prepare_branch(grid, e) for e in embeds]
+        self.branches = [adapter.prepare_branch(grid, e, **conditioning.model_inputs) for e in embeds]
         self.caches = [adapter.new_kv_cache(grid, cache_dtype) if with_kv_cache else None for _ in embeds]
 
     @property

@@ -53,6 +53,8 @@ from .base import (
 )
 
 _CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if hasattr(torch, "float8_e4m3fn"):  # a float8 cache where this torch build has the dtype
+    _CACHE_DTYPES["float8_e4m3fn"] = torch.float8_e4m3fn
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class HSAConfig:
     score_normalization: "sigma_gap" divides the relative velocity change by the σ distance between
         the two evaluations (a change per unit of σ, comparable across divisors); "none" does not.
     stagger_phases: spread each divisor group over its phases for a steady per-step load.
-    kv_cache_dtype: dtype of cached K/V ("float32", "bfloat16", "float16"); None keeps the model's.
+    kv_cache_dtype: dtype of cached K/V ("float32", "bfloat16", "float16", and "float8_e4m3fn" where
+        torch has it: saturating, a quarter of an fp32 cache); None keeps the model's.
     score_eps: ε in the score's denominator.
 
     Ablations (the defaults are HSA; the others exist to measure what each part is worth):
@@ -114,6 +117,11 @@ class HSAConfig:
             raise ConfigError(f"skipped_update must be 'cached_euler' or 'frozen', got {self.skipped_update!r}")
         if self.score not in ("velocity", "random"):
             raise ConfigError(f"score must be 'velocity' or 'random', got {self.score!r}")
+
+    @property
+    def cache_dtype(self) -> torch.dtype | None:
+        """The torch dtype of ``kv_cache_dtype`` (None: the model's)."""
+        return _CACHE_DTYPES[self.kv_cache_dtype] if self.kv_cache_dtype else None
 
     def windows(self, steps: int) -> tuple[int, int]:
         """(w, f): full steps at the start and at the end of a T-step schedule."""
@@ -185,9 +193,8 @@ class HSASampler:
         if sparse:
             planned[warmup : steps - final] = [window_budget / window_steps] * window_steps
 
-        cache_dtype = _CACHE_DTYPES[config.kv_cache_dtype] if config.kv_cache_dtype else None
         denoiser = GuidedDenoiser(adapter, grid, conditioning, with_kv_cache=sparse and config.kv_sync,
-                                  cache_dtype=cache_dtype)
+                                  cache_dtype=config.cache_dtype)
         random_scores = torch.Generator().manual_seed(0) if config.score == "random" else None
         clock = Stopwatch(device)
         sigmas = schedule.sigmas.tolist()

@@ -1,0 +1,87 @@
+"""The real checkpoints hsa_core can run, by name, with their presets.
+
+Each entry names a diffusers-format checkpoint family and the settings its authors recommend; a
+request may override any of them. Presets follow the Wan 2.1 / 2.2 reference configurations and
+the diffusers model cards (40 Euler steps instead of the reference's UniPC 50: HSA budgets are
+fractions of a 40-step flow-matching Euler run, the paper's reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import ConfigError
+
+Task = Literal["t2v", "i2v", "ti2v"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    task: "t2v" takes no image, "i2v" needs one, "ti2v" takes one optionally (Wan 2.2 TI2V: the image
+        becomes the clean first latent frame).
+    pipeline: the diffusers pipeline class the checkpoint directory holds (its model_index.json).
+    experts: 2 for the Wan 2.2 A14B mixture (transformer above the boundary, transformer_2 below).
+    boundary_ratio: the expert switch when the checkpoint's model_index.json does not give one.
+    guidance_scale_2: CFG scale of the low-noise expert (diffusers' guidance_scale_2).
+    """
+
+    name: str
+    family: Literal["wan"]
+    task: Task
+    pipeline: str
+    hub_id: str  # where users download the diffusers-format weights
+    height: int
+    width: int
+    num_frames: int
+    fps: int
+    shift: float
+    guidance_scale: float
+    steps: int = 40
+    experts: int = 1
+    boundary_ratio: float | None = None
+    guidance_scale_2: float | None = None
+
+    @property
+    def takes_image(self) -> bool:
+        return self.task in ("i2v", "ti2v")
+
+    @property
+    def needs_image(self) -> bool:
+        return self.task == "i2v"
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("wan2.1-t2v-1.3b", "wan", "t2v", "WanPipeline", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                  height=480, width=832, num_frames=81, fps=16, shift=3.0, guidance_scale=5.0),
+        ModelSpec("wan2.1-t2v-14b", "wan", "t2v", "WanPipeline", "Wan-AI/Wan2.1-T2V-14B-Diffusers",
+                  height=720, width=1280, num_frames=81, fps=16, shift=5.0, guidance_scale=5.0),
+        ModelSpec("wan2.1-i2v-14b-480p", "wan", "i2v", "WanImageToVideoPipeline",
+                  "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+                  height=480, width=832, num_frames=81, fps=16, shift=3.0, guidance_scale=5.0),
+        ModelSpec("wan2.2-ti2v-5b", "wan", "ti2v", "WanPipeline", "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+                  height=704, width=1280, num_frames=121, fps=24, shift=5.0, guidance_scale=5.0),
+        ModelSpec("wan2.2-t2v-a14b", "wan", "t2v", "WanPipeline", "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+                  height=720, width=1280, num_frames=81, fps=16, shift=12.0, guidance_scale=4.0,
+                  experts=2, boundary_ratio=0.875, guidance_scale_2=3.0),
+        ModelSpec("wan2.2-i2v-a14b", "wan", "i2v", "WanImageToVideoPipeline", "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+                  height=720, width=1280, num_frames=81, fps=16, shift=5.0, guidance_scale=3.5,
+                  experts=2, boundary_ratio=0.9, guidance_scale_2=3.5),
+    ]
+}
+
+
+def available_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``; ConfigError lists the known names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(available_models())}") from None
