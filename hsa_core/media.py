@@ -1,4 +1,5 @@
-"""MP4 and image files for clips: (F, H, W, 3) float in [0, 1] or uint8, written with PyAV (no ffmpeg)."""
+"""MP4 and image files for clips: (F, H, W, 3) float in [0, 1] or uint8 (plus an optional AAC soundtrack),
+written with PyAV (no ffmpeg)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,13 @@ def upscale(clip: np.ndarray, factor: int) -> np.ndarray:
     return clip.repeat(factor, axis=-3).repeat(factor, axis=-2)
 
 
-def write_mp4(clip: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12) -> Path:
-    """Encode (F, H, W, 3) as H.264 in yuv420p (plays everywhere); H and W must be even."""
+def write_mp4(clip: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12, audio: np.ndarray | None = None,
+              sample_rate: int | None = None) -> Path:
+    """Encode (F, H, W, 3) as H.264 in yuv420p (plays everywhere); H and W must be even.
+
+    ``audio`` (channels, samples) in [−1, 1] at ``sample_rate`` Hz, mono or stereo, is muxed in as an
+    AAC stereo track (LTX-2's soundtrack).
+    """
     import av
 
     frames = to_uint8(clip)
@@ -31,18 +37,45 @@ def write_mp4(clip: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12) -
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"H.264 needs even frame sizes, got {width}×{height}")
+    if audio is not None:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 2 or audio.shape[0] not in (1, 2) or not sample_rate:
+            raise ValueError(f"audio must be (1 or 2 channels, samples) with a sample_rate, got {audio.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf)}
+        audio_stream = None
+        if audio is not None:
+            audio_stream = container.add_stream("aac", rate=sample_rate)
+            audio_stream.layout = "stereo"
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if audio_stream is not None:
+            _encode_audio(container, audio_stream, audio, sample_rate)
     return path
+
+
+def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> None:
+    """(channels, samples) float → AAC packets; the resampler cuts the encoder's fixed-size frames."""
+    import av
+
+    stereo = np.repeat(audio, 2, axis=0) if audio.shape[0] == 1 else audio
+    interleaved = (np.clip(stereo, -1.0, 1.0) * 32767.0).astype(np.int16).T.reshape(1, -1)  # packed s16
+    source = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
+    source.sample_rate = sample_rate
+    resampler = av.AudioResampler(format=stream.format.name, layout="stereo", rate=sample_rate,
+                                  frame_size=stream.frame_size)
+    for frame in [*resampler.resample(source), *resampler.resample(None)]:
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 def read_mp4(path: str | Path) -> np.ndarray:
@@ -51,6 +84,16 @@ def read_mp4(path: str | Path) -> np.ndarray:
 
     with av.open(str(path)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def read_mp4_audio(path: str | Path) -> tuple[np.ndarray, int, str]:
+    """The first audio track: (channels, samples) float32, its sample rate and its codec name."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        chunks = [frame.to_ndarray() for frame in container.decode(stream)]  # fltp: (channels, samples) each
+        return np.concatenate(chunks, axis=1).astype(np.float32), stream.rate, stream.codec_context.name
 
 
 def read_image(path: str | Path, size: int | None = None) -> np.ndarray:

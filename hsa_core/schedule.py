@@ -60,3 +60,35 @@ class FlowMatchSchedule:
     def timesteps(self) -> torch.Tensor:
         """(T,) float32 model timesteps σ_i · num_train_timesteps for i < T."""
         return self.sigmas[:-1] * self.num_train_timesteps
+
+
+@dataclass(frozen=True)
+class SigmaSchedule:
+    """A schedule given by its σ's, for models whose scheduler shifts them some other way.
+
+    LTX-2's diffusers scheduler shifts resolution-dependently (μ from the number of video tokens,
+    exponential time shift, optionally stretched to a terminal σ); ``hsa_core.models.ltx2`` runs the
+    checkpoint's own scheduler once and hands its σ's to the samplers here, so both loops step through
+    the very same float32 values.
+    """
+
+    values: tuple[float, ...]  # σ_0 = 1 > … > σ_T = 0, T + 1 values (float32-representable)
+    num_train_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        values = self.values
+        if len(values) < 2 or values[-1] != 0 or any(a <= b for a, b in zip(values, values[1:])):
+            raise ConfigError(f"sigmas must decrease strictly to a final 0, got {values!r}")
+
+    @property
+    def steps(self) -> int:
+        return len(self.values) - 1
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """(T + 1,) float32."""
+        return torch.tensor(self.values, dtype=torch.float32)
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.sigmas[:-1] * self.num_train_timesteps

@@ -15,6 +15,7 @@ from .base import DenoiserAdapter, TokenGrid
 # name → "module:class", relative to this package.
 _REGISTRY: dict[str, str] = {
     "wan": ".wan:WanAdapter",
+    "ltx2": ".ltx2:LTX2Adapter",
     "gaussian": ".analytic:GaussianFlowAdapter",
 }
 

@@ -77,6 +77,14 @@ class TokenGrid:
         x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, F', pt, H', ph, W', pw)
         return x.reshape(self.latent_shape)
 
+    @property
+    def always_active(self) -> torch.Tensor | None:
+        """(N,) bool of tokens computed at every step whatever the budget; None: HSA schedules every token.
+
+        A video grid has none; LTX-2's joint audio-video layout marks its audio tokens.
+        """
+        return None
+
     def frame_mask(self, frames: range | list[int]) -> torch.Tensor:
         """(N,) bool: True for tokens whose post-patch frame index is in ``frames``."""
         f, h, w = self.shape

@@ -1,9 +1,10 @@
 """The real checkpoints hsa_core can run, by name, with their presets.
 
 Each entry names a diffusers-format checkpoint family and the settings its authors recommend; a
-request may override any of them. Presets follow the Wan 2.1 / 2.2 reference configurations and
-the diffusers model cards (40 Euler steps instead of the reference's UniPC 50: HSA budgets are
-fractions of a 40-step flow-matching Euler run, the paper's reference).
+request may override any of them. Presets follow the Wan 2.1 / 2.2 reference configurations, the
+LTX-2 diffusers examples and the diffusers model cards (40 Euler steps instead of the references'
+UniPC 50 or LTX-2's 30: HSA budgets are fractions of a 40-step flow-matching Euler run, the paper's
+reference).
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ Task = Literal["t2v", "i2v", "ti2v"]
 class ModelSpec:
     """One registered model.
 
-    task: "t2v" takes no image, "i2v" needs one, "ti2v" takes one optionally (Wan 2.2 TI2V: the image
-        becomes the clean first latent frame).
+    task: "t2v" takes no image, "i2v" needs one, "ti2v" takes one optionally (Wan 2.2 TI2V, LTX-2: the
+        image becomes the clean first latent frame).
     pipeline: the diffusers pipeline class the checkpoint directory holds (its model_index.json).
+    shift: the schedule shift; None takes the checkpoint scheduler's resolution-dependent one (LTX-2).
     experts: 2 for the Wan 2.2 A14B mixture (transformer above the boundary, transformer_2 below).
     boundary_ratio: the expert switch when the checkpoint's model_index.json does not give one.
     guidance_scale_2: CFG scale of the low-noise expert (diffusers' guidance_scale_2).
+    audio_guidance_scale: CFG scale of the audio tokens (LTX-2; diffusers' audio_guidance_scale).
+    cross_modal_timestep: LTX-2's audio↔video modulation reads the step's σ, not each video token's
+        (diffusers' use_cross_timestep: LTX-2.3 and later).
     """
 
     name: str
-    family: Literal["wan"]
+    family: Literal["wan", "ltx2"]
     task: Task
     pipeline: str
     hub_id: str  # where users download the diffusers-format weights
@@ -37,12 +42,14 @@ class ModelSpec:
     width: int
     num_frames: int
     fps: int
-    shift: float
+    shift: float | None
     guidance_scale: float
     steps: int = 40
     experts: int = 1
     boundary_ratio: float | None = None
     guidance_scale_2: float | None = None
+    audio_guidance_scale: float | None = None
+    cross_modal_timestep: bool = False
 
     @property
     def takes_image(self) -> bool:
@@ -71,6 +78,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("wan2.2-i2v-a14b", "wan", "i2v", "WanImageToVideoPipeline", "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
                   height=720, width=1280, num_frames=81, fps=16, shift=5.0, guidance_scale=3.5,
                   experts=2, boundary_ratio=0.9, guidance_scale_2=3.5),
+        ModelSpec("ltx-2", "ltx2", "ti2v", "LTX2Pipeline", "Lightricks/LTX-2",
+                  height=512, width=768, num_frames=121, fps=24, shift=None, guidance_scale=3.0,
+                  audio_guidance_scale=7.0),
     ]
 }
 

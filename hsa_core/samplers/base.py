@@ -18,15 +18,20 @@ class Conditioning:
     """Text conditioning and classifier-free guidance for one job.
 
     Guidance is on when ``guidance_scale > 1`` (diffusers' rule) and then needs negative embeddings
-    (encode an empty prompt for plain CFG): v̂ = v_u + w·(v_c − v_u).
+    (encode an empty prompt for plain CFG): v̂ = v_u + w·(v_c − v_u). ``guidance_scale`` may also be
+    an (N,) tensor of per-token scales (LTX-2 guides its video and audio tokens with their own
+    scales); guidance is then on when any scale exceeds 1.
 
-    ``model_inputs`` holds conditioning that every CFG branch shares and only some models take (Wan
-    I2V: ``image_embeds``, ``condition``); it is passed to the adapter's ``prepare_branch``.
+    ``prompt_embeds`` is whatever the adapter's ``prepare_branch`` takes for one branch: a (B, L,
+    text_dim) tensor for Wan, the connectors' video and audio text states for LTX-2
+    (``LTX2TextEmbeddings``). ``model_inputs`` holds conditioning that every CFG branch shares and
+    only some models take (Wan I2V: ``image_embeds``, ``condition``); it is passed to
+    ``prepare_branch`` too.
     """
 
-    prompt_embeds: torch.Tensor  # (B, L, text_dim)
-    negative_prompt_embeds: torch.Tensor | None = None
-    guidance_scale: float = 1.0
+    prompt_embeds: Any  # (B, L, text_dim) for Wan
+    negative_prompt_embeds: Any = None
+    guidance_scale: float | torch.Tensor = 1.0
     model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -35,7 +40,7 @@ class Conditioning:
 
     @property
     def uses_guidance(self) -> bool:
-        return self.guidance_scale > 1.0
+        return bool((torch.as_tensor(self.guidance_scale) > 1.0).any())
 
 
 class GuidedDenoiser:
@@ -74,7 +79,10 @@ class GuidedDenoiser:
         if len(velocities) == 1:
             return velocities[0]
         conditional, unconditional = velocities
-        return unconditional + self.guidance_scale * (conditional - unconditional)
+        scale = self.guidance_scale
+        if isinstance(scale, torch.Tensor):  # per-token scales, gathered at the computed tokens
+            scale = (scale if active is None else scale[active]).to(conditional.device)[None, :, None]  # (1, a, 1)
+        return unconditional + scale * (conditional - unconditional)
 
 
 @dataclass

@@ -26,6 +26,10 @@ is the plain Euler sampler.
 CFG: both branches share one active set (a token's guided velocity needs both), each branch has
 its own K/V cache. Conditioning (frozen) tokens are computed at full steps only — as context their
 K/V stay in the cache through the caching window — and are never stepped.
+
+Always-active tokens (``grid.always_active``, LTX-2's audio) are computed at every step and take no
+part in the allocation. They count towards the budget like any other token: the evaluations left
+after theirs are what the allocation spreads over the other tokens.
 """
 
 from __future__ import annotations
@@ -130,11 +134,12 @@ class HSAConfig:
         return warmup, final
 
     def min_budget(self, steps: int, num_tokens: int, cost_model: CostModel | None = None,
-                   frozen_tokens: int = 0) -> float:
-        """The smallest budget this config can honour: every generated token at its slowest rate."""
+                   frozen_tokens: int = 0, always_active_tokens: int = 0) -> float:
+        """The smallest budget this config can honour: every scheduled token at its slowest rate."""
         warmup, final = self.windows(steps)
         window = steps - warmup - final
-        evaluations = (warmup + final) * num_tokens + window * (num_tokens - frozen_tokens) / max(self.divisors)
+        scheduled = num_tokens - frozen_tokens - always_active_tokens
+        evaluations = (warmup + final) * num_tokens + window * (always_active_tokens + scheduled / max(self.divisors))
         return (cost_model or CostModel()).budget_for(evaluations, steps, num_tokens)
 
 
@@ -172,12 +177,19 @@ class HSASampler:
         device = x.device
         generated = torch.arange(num_tokens, device=device) if frozen is None else (~frozen).nonzero().squeeze(1)
         num_generated = generated.numel()
+        always_active = grid.always_active
+        if always_active is None:
+            always_active = torch.zeros(num_tokens, dtype=torch.bool)
+        always_active = always_active.to(device)
+        pinned = always_active.nonzero().squeeze(1)  # computed at every step
+        scheduled = generated[~always_active[generated]]  # the tokens the allocation spreads the budget over
+        num_pinned, num_scheduled = pinned.numel(), scheduled.numel()
 
         warmup, final = config.windows(steps)
         window_steps = steps - warmup - final
         window_budget = cost_model.token_evaluations(self.budget, steps, num_tokens) - (warmup + final) * num_tokens
         if self.budget < 1:
-            min_budget = config.min_budget(steps, num_tokens, self.cost_model, num_tokens - num_generated)
+            min_budget = config.min_budget(steps, num_tokens, self.cost_model, num_tokens - num_generated, num_pinned)
             if self.budget < min_budget - 1e-9:
                 raise BudgetInfeasibleError(
                     f"budget {self.budget:g} is below the minimum {min_budget:.3f} for {steps} steps with "
@@ -219,23 +231,25 @@ class HSASampler:
                     new_budget = self.replan(i, clock.now() - start)
                     if new_budget is not None:
                         wanted = cost_model.token_evaluations(min(1.0, new_budget), steps - i, num_tokens)
-                        floor = (steps - final - i) * num_generated / max(config.divisors)
+                        floor = (steps - final - i) * (num_pinned + num_scheduled / max(config.divisors))
                         remaining_window = max(floor, wanted - final * num_tokens)
                         if window_used + remaining_window < window_budget:
                             window_budget = window_used + remaining_window
                             replans.append((i, float(new_budget)))
                 remaining = steps - final - i
-                rate = (window_budget - window_used) / (remaining * num_generated)
-                scores = score[generated].cpu()
+                rate = (window_budget - window_used - remaining * num_pinned) / (remaining * num_scheduled)
+                scores = score[scheduled].cpu()
                 if random_scores is not None:
                     scores = torch.rand(scores.shape, generator=random_scores)
                 divisors = solve_divisors(scores, rate, config.divisors, config.rate_exponent)
-                most_stale_first = torch.argsort(last_step[generated].cpu(), stable=True)
+                most_stale_first = torch.argsort(last_step[scheduled].cpu(), stable=True)
                 phases = assign_phases(divisors, most_stale_first, config.stagger_phases)
                 plan = AllocationPlan(i, divisors.to(device), phases.to(device))
 
             if in_window:
-                active = generated[plan.active_mask(i)]
+                active = scheduled[plan.active_mask(i)]
+                if num_pinned:
+                    active = torch.sort(torch.cat([active, pinned])).values
                 computed = active.numel()
                 window_used += computed
                 if computed:

@@ -2,7 +2,7 @@
 
 The built-in tiny model by default; ``--model <name> --model-path <dir>`` runs a registered real
 checkpoint (``hsa_core.models``) from a local diffusers-format directory, with its presets for
-everything not given on the command line.
+everything not given on the command line. LTX-2 clips carry their generated soundtrack (AAC).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
     parser.add_argument("--negative-prompt", default="")
     parser.add_argument("--out", type=Path, default=Path("clip.mp4"), help="MP4 path (default clip.mp4)")
-    parser.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's)")
+    parser.add_argument("--fps", type=int, default=None,
+                        help="frames per second (default: the model's); LTX-2 generates for this rate")
     parser.add_argument("--upscale", type=int, default=None,
                         help="nearest-neighbour upscaling for viewing (default 4 for the tiny model, else 1)")
     parser.add_argument("--weights", type=Path, default=None, help="tiny-model weights directory")
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     real.add_argument("--shift", type=float, default=None, help="schedule shift (default: the model's preset)")
     real.add_argument("--guidance-2", type=float, default=None,
                       help="CFG scale of the low-noise expert of two-expert models (default: the model's)")
+    real.add_argument("--audio-guidance", type=float, default=None,
+                      help="CFG scale of LTX-2's audio tokens (default: the model's)")
     real.add_argument("--kv-cache-dtype", default=None, help="bfloat16, float16, float8_e4m3fn or float32 "
                       "(default: the model's dtype); a lower precision shrinks the cache HSA keeps below budget 1")
     real.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -102,12 +105,17 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
     from hsa_core import ConfigError, HSAConfig, HSASampler
     from hsa_core.media import upscale, write_mp4
-    from hsa_core.models import load_model
+    from hsa_core.models import get_model_spec, load_model
 
     if args.model_path is None:
         raise ConfigError(f"--model-path is required for {args.model}: the directory of its diffusers-format weights")
     if args.weights is not None:
         raise ConfigError("--weights is for the tiny model; real checkpoints take --model-path")
+    spec = get_model_spec(args.model)
+    if args.guidance_2 is not None and spec.family == "ltx2":
+        raise ConfigError(f"--guidance-2 is for two-expert Wan models; {args.model} has one transformer")
+    if args.audio_guidance is not None and spec.family != "ltx2":
+        raise ConfigError(f"--audio-guidance is for LTX-2; {args.model} generates no audio")
     # validate the sampler settings before loading gigabytes
     sampler = HSASampler(args.budget, HSAConfig(kv_cache_dtype=args.kv_cache_dtype))
     image = None
@@ -118,10 +126,12 @@ def run_checkpoint(args: argparse.Namespace) -> int:
             image = file.convert("RGB")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, args.model_path, device, getattr(torch, args.dtype) if args.dtype else None)
+    family_options = (dict(audio_guidance_scale=args.audio_guidance, frame_rate=args.fps) if spec.family == "ltx2"
+                      else dict(guidance_scale_2=args.guidance_2))
     job = model.prepare(
         args.prompt, negative_prompt=args.negative_prompt, image=image, height=args.height, width=args.width,
-        num_frames=args.frames, steps=args.steps, shift=args.shift, guidance_scale=args.guidance,
-        guidance_scale_2=args.guidance_2, seed=args.seed,
+        num_frames=args.frames, steps=args.steps, shift=args.shift, guidance_scale=args.guidance, seed=args.seed,
+        **family_options,
     )
     estimate = model.kv_cache_estimate(job, sampler)
     print(f"K/V cache: {estimate.describe()}" if estimate else
@@ -130,17 +140,28 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with tqdm(total=job.schedule.steps, unit="step", desc="generate", file=sys.stderr) as bar:
         result = model.denoise(job, sampler, callback=lambda stats: bar.update())
-    latents = job.grid.unpatchify(result.tokens)
+
+    def on_fallback(how: str) -> None:
+        print(f"VAE decode ran out of memory; retrying {how}", file=sys.stderr)
+
+    if spec.family == "ltx2":  # video and soundtrack
+        latents = dict(zip(("video", "audio"), (t.cpu() for t in model.latents(job, result.tokens))))
+    else:
+        latents = job.grid.unpatchify(result.tokens).cpu()
     try:
-        frames, decoded_with = model.decode(
-            latents, on_fallback=lambda how: print(f"VAE decode ran out of memory; retrying {how}", file=sys.stderr))
+        if spec.family == "ltx2":
+            frames, audio, decoded_with = model.decode(latents["video"], latents["audio"], on_fallback)
+        else:
+            (frames, decoded_with), audio = model.decode(latents, on_fallback), None
     except Exception:
         saved = args.out.with_suffix(".latents.pt")
-        torch.save(latents.cpu(), saved)
+        torch.save(latents, saved)
         print(f"decoding failed; the sampled latents are in {saved} (torch.load)", file=sys.stderr)
         raise
     seconds = time.perf_counter() - start
-    write_mp4(upscale(frames, args.upscale or 1), args.out, fps=args.fps or model.spec.fps)
+    fps = job.settings.get("frame_rate") or args.fps or model.spec.fps
+    write_mp4(upscale(frames, args.upscale or 1), args.out, fps=fps, audio=audio,
+              sample_rate=model.sample_rate if audio is not None else None)
     settings = job.settings
     print(
         f"{args.model} {settings['width']}×{settings['height']}×{settings['num_frames']}  budget {args.budget:g}  "

@@ -39,7 +39,7 @@ def test_public_api_is_curated():
 def test_unknown_adapter_lists_the_known_ones():
     from hsa_core import UnknownAdapterError, get_adapter_class
 
-    with pytest.raises(UnknownAdapterError, match="unknown adapter 'ltx9'; known adapters: gaussian, wan") as error:
+    with pytest.raises(UnknownAdapterError, match="unknown adapter 'ltx9'; known adapters: gaussian, ltx2, wan") as error:
         get_adapter_class("ltx9")
     assert error.value.code == "unknown_adapter"
     assert get_adapter_class("wan").__name__ == "WanAdapter"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hsa_core.media import read_image, read_mp4, upscale, write_image, write_mp4
+from hsa_core.media import read_image, read_mp4, read_mp4_audio, upscale, write_image, write_mp4
 
 
 def test_mp4_round_trip_keeps_frames_size_and_colours(tmp_path):
@@ -29,3 +29,23 @@ def test_upscale_and_image_round_trip(tmp_path):
     back = read_image(tmp_path / "a.png")
     assert np.abs(back - image).max() <= 1 / 255 + 1e-6
     assert read_image(tmp_path / "a.png", size=8).shape == (8, 8, 3)
+
+
+def test_a_soundtrack_is_muxed_as_aac_and_comes_back(tmp_path):
+    rate = 16000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)[None]  # 1 s, mono
+    path = write_mp4(np.zeros((8, 32, 32, 3)), tmp_path / "clip.mp4", fps=8, audio=tone, sample_rate=rate)
+    audio, sample_rate, codec = read_mp4_audio(path)
+    assert (codec, sample_rate, audio.shape[0]) == ("aac", rate, 2)  # mono is written as stereo
+    assert read_mp4(path).shape == (8, 32, 32, 3)
+    delay = 1024  # AAC's encoder priming
+    decoded = audio[0, delay : delay + rate // 2]
+    assert np.corrcoef(decoded, tone[0, : rate // 2])[0, 1] > 0.99
+    assert np.abs(audio[0] - audio[1]).max() < 1e-3
+
+
+def test_a_malformed_soundtrack_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="audio must be"):
+        write_mp4(np.zeros((2, 32, 32, 3)), tmp_path / "x.mp4", audio=np.zeros((3, 100)), sample_rate=16000)
+    with pytest.raises(ValueError, match="audio must be"):
+        write_mp4(np.zeros((2, 32, 32, 3)), tmp_path / "x.mp4", audio=np.zeros((2, 100)))

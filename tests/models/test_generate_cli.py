@@ -46,7 +46,7 @@ def test_image_to_video_takes_the_first_frame_from_a_file(checkpoint, tmp_path, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "sora"], "error [invalid_config]: unknown model 'sora'; known models: tiny, wan2.1-i2v-14b-480p"),
+    (["--model", "sora"], "error [invalid_config]: unknown model 'sora'; known models: tiny, ltx-2, wan2.1-i2v-14b-480p"),
     (["--model", "wan2.1-t2v-1.3b"], "error [invalid_config]: --model-path is required for wan2.1-t2v-1.3b"),
     (["--model", "wan2.1-t2v-1.3b", "--model-path", "/nonexistent/wan"],
      "error [model_not_found]: no model directory at /nonexistent/wan: put the diffusers-format weights of "

@@ -49,14 +49,14 @@ def test_a_saved_checkpoint_loads_by_name_and_generates_what_the_original_does(s
 
 
 def test_the_registry_lists_every_family_with_40_step_presets():
-    assert available_models() == ["wan2.1-i2v-14b-480p", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-i2v-a14b",
-                                  "wan2.2-t2v-a14b", "wan2.2-ti2v-5b"]
+    assert available_models() == ["ltx-2", "wan2.1-i2v-14b-480p", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b",
+                                  "wan2.2-i2v-a14b", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b"]
     assert {get_model_spec(name).steps for name in available_models()} == {40}
     assert get_model_spec("wan2.2-t2v-a14b").guidance_scale_2 == 3.0
 
 
 def test_an_unknown_model_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown model 'sora'; known models: wan2.1-i2v-14b-480p, wan2.1-t2v"):
+    with pytest.raises(ConfigError, match="unknown model 'sora'; known models: ltx-2, wan2.1-i2v-14b-480p, wan2.1-t2v"):
         load_model("sora", "/nowhere")
 
 

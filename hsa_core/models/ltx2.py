@@ -1,0 +1,318 @@
+"""LTX-2 end to end: diffusers' text stack, VAEs, vocoder and conditioning, hsa_core's denoising loop.
+
+``LTX2VideoModel`` wraps a loaded diffusers ``LTX2Pipeline`` (or ``LTX2ImageToVideoPipeline``) and
+uses the pipeline's own helpers around the loop — ``encode_prompt`` (Gemma 3), the text
+``connectors``, ``prepare_latents`` / ``prepare_audio_latents`` (noise from the seed, the I2V image
+latent and conditioning mask), the checkpoint's scheduler for the σ's, the VAEs and the vocoder — so
+conditioning is exactly diffusers'. The loop is an hsa_core sampler over ``LTX2Adapter`` tokens: the
+video tokens, then the audio tokens, which are computed at every step.
+
+Guidance is classifier-free guidance with separate video and audio scales, the part of diffusers'
+LTX-2 guidance that is per token. diffusers' defaults add spatio-temporal guidance (an extra forward
+with perturbed self-attention), modality-isolation guidance (an extra forward without the audio↔video
+attentions) and guidance rescaling (a per-sample standard deviation over all tokens); none of them is
+applied here, so compare with diffusers at ``stg_scale=0, modality_scale=1, guidance_rescale=0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..adapters.ltx2 import AudioVideoTokens, LTX2Adapter, LTX2TextEmbeddings
+from ..errors import ConfigError, ModelNotFoundError
+from ..memory import KVCacheEstimate, check_kv_cache_fits, decode_without_losing_latents
+from ..samplers.base import Conditioning, SampleResult, Sampler, StepCallback
+from ..samplers.hsa import HSASampler
+from ..schedule import SigmaSchedule
+from .registry import ModelSpec
+
+# diffusers' LTX-2 pipelines pad or cut prompts to this many text tokens.
+MAX_TEXT_TOKENS = 1024
+
+
+@dataclass
+class LTX2Job:
+    """Everything one generation needs between encoding and decoding."""
+
+    layout: AudioVideoTokens
+    tokens: torch.Tensor  # (1, N_v + N_a, D) initial tokens: noise, and the clean first frame under I2V
+    frozen: torch.Tensor | None  # (N,) bool: the I2V image's tokens, held clean
+    conditioning: Conditioning
+    schedule: SigmaSchedule
+    settings: dict[str, Any] = field(default_factory=dict)  # the resolved request, for reports
+
+
+@dataclass
+class GeneratedAudioVideo:
+    frames: np.ndarray  # (F, H, W, 3) float in [0, 1]
+    fps: int
+    audio: np.ndarray  # (channels, samples) float waveform
+    sample_rate: int
+    latents: torch.Tensor  # (1, C, F, H, W) final video latents, denormalised as diffusers returns them
+    audio_latents: torch.Tensor  # (1, C_a, L, M) final audio latents, denormalised
+    result: SampleResult
+    decoded_with: str  # how the video VAE ran: "device", "tiled" or "cpu"
+
+
+class LTX2VideoModel:
+    """An LTX-2 checkpoint loaded through diffusers, sampled by hsa_core."""
+
+    def __init__(self, pipeline, spec: ModelSpec):
+        for name in ("transformer", "connectors", "vae", "audio_vae", "vocoder"):
+            if getattr(pipeline, name, None) is None:
+                raise ModelNotFoundError(f"the {spec.name} checkpoint has no {name}")
+        self.pipeline = pipeline
+        self.spec = spec
+        self.adapter = LTX2Adapter(pipeline.transformer, cross_modal_timestep=spec.cross_modal_timestep)
+        self._image_pipeline = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.device
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this: the VAE's spatial factor × the patch size, and of 32,
+        which diffusers' LTX-2 pipelines require (the released VAE compresses 32×)."""
+        return math.lcm(32, self.pipeline.vae_spatial_compression_ratio * self.adapter.patch[1])
+
+    @property
+    def frame_stride(self) -> int:
+        """num_frames − 1 must be a multiple of this: the VAE's temporal factor."""
+        return self.pipeline.vae_temporal_compression_ratio
+
+    @property
+    def sample_rate(self) -> int:
+        return self.pipeline.vocoder.config.output_sampling_rate
+
+    @property
+    def image_pipeline(self):
+        """An LTX2ImageToVideoPipeline over the same components (the checkpoint ships as LTX2Pipeline)."""
+        from diffusers import LTX2ImageToVideoPipeline
+
+        if isinstance(self.pipeline, LTX2ImageToVideoPipeline):
+            return self.pipeline
+        if self._image_pipeline is None:
+            self._image_pipeline = LTX2ImageToVideoPipeline(**self.pipeline.components)
+        return self._image_pipeline
+
+    def _check_shape(self, height: int, width: int, num_frames: int) -> None:
+        multiple, stride = self.size_multiple, self.frame_stride
+        if height <= 0 or width <= 0 or height % multiple or width % multiple:
+            raise ConfigError(f"{self.spec.name}: height and width must be positive multiples of {multiple}, "
+                              f"got {height}×{width}")
+        if num_frames < 1 or (num_frames - 1) % stride:
+            raise ConfigError(f"{self.spec.name}: num_frames must be {stride}·k + 1 (e.g. 121), got {num_frames}")
+
+    def schedule(self, steps: int, num_video_tokens: int, shift: float | None = None) -> tuple[SigmaSchedule, float]:
+        """The checkpoint scheduler's σ's for ``steps`` Euler steps, as diffusers' pipeline sets them.
+
+        The scheduler shifts by μ from the number of video tokens (``calculate_shift``); ``shift``
+        replaces that with μ = ln(shift) (the exponential time shift with μ is the plain shift
+        s = e^μ). Returns the schedule and the shift it used.
+        """
+        from diffusers.pipelines.ltx2.pipeline_ltx2 import calculate_shift
+
+        config = self.pipeline.scheduler.config
+        scheduler = copy.deepcopy(self.pipeline.scheduler)
+        if not config.use_dynamic_shifting and shift is not None:
+            scheduler = type(scheduler).from_config(config, shift=shift)
+        mu = math.log(shift) if shift is not None else calculate_shift(
+            num_video_tokens, config.get("base_image_seq_len", 1024), config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.95), config.get("max_shift", 2.05))
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        used_shift = math.exp(mu) if config.use_dynamic_shifting else scheduler.config.shift
+        return SigmaSchedule(tuple(scheduler.sigmas.tolist()), config.num_train_timesteps), used_shift
+
+    def encode_text(self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor) -> LTX2TextEmbeddings:
+        """Stacked Gemma hidden states (B, L, C·layers) → the connectors' video and audio text states."""
+        pipe = self.pipeline
+        padding_side = getattr(pipe.tokenizer, "padding_side", "left") if pipe.tokenizer is not None else "left"
+        video, audio, mask = pipe.connectors(prompt_embeds, attention_mask, padding_side=padding_side)
+        return LTX2TextEmbeddings(video, audio, mask)
+
+    @torch.inference_mode()
+    def prepare(
+        self,
+        prompt: str | None = None,
+        *,
+        negative_prompt: str | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        image=None,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        frame_rate: int | None = None,
+        steps: int | None = None,
+        shift: float | None = None,
+        guidance_scale: float | None = None,
+        audio_guidance_scale: float | None = None,
+        seed: int = 0,
+    ) -> LTX2Job:
+        """Encode the prompt (and image), draw the noise from ``seed``; preset values fill what is None.
+
+        ``prompt_embeds`` are the stacked text-encoder hidden states diffusers' ``encode_prompt``
+        returns, with their ``prompt_attention_mask``. ``image`` (a PIL image) conditions the first frame.
+        """
+        spec, pipe = self.spec, self.pipeline
+        height, width = height or spec.height, width or spec.width
+        num_frames, frame_rate = num_frames or spec.num_frames, frame_rate or spec.fps
+        self._check_shape(height, width, num_frames)
+        guidance = spec.guidance_scale if guidance_scale is None else guidance_scale
+        audio_guidance = next(g for g in (audio_guidance_scale, spec.audio_guidance_scale, guidance) if g is not None)
+        use_cfg = guidance > 1.0 or audio_guidance > 1.0  # diffusers' rule
+        device = self.device
+
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = \
+            pipe.encode_prompt(
+                prompt=prompt if prompt_embeds is None else None,
+                negative_prompt=negative_prompt,
+                do_classifier_free_guidance=use_cfg,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                prompt_attention_mask=prompt_attention_mask,
+                negative_prompt_attention_mask=negative_prompt_attention_mask,
+                max_sequence_length=MAX_TEXT_TOKENS,
+                device=device,
+            )
+        text = self.encode_text(prompt_embeds, prompt_attention_mask)
+        negative_text = self.encode_text(negative_prompt_embeds, negative_prompt_attention_mask) if use_cfg else None
+
+        # noise in diffusers' order: video first, then audio, from one generator
+        generator = torch.Generator("cpu").manual_seed(seed)
+        channels = pipe.transformer.config.in_channels
+        frozen_mask = None
+        if image is None:
+            video = pipe.prepare_latents(1, channels, height, width, num_frames, 0.0, torch.float32, device, generator)
+        else:
+            video, frozen_mask = self.image_pipeline.prepare_latents(
+                self._preprocess_image(image, height, width), 1, channels, height, width, num_frames, 0.0,
+                torch.float32, device, generator)
+        duration = num_frames / frame_rate  # seconds; the audio latents cover it at the audio VAE's rate
+        audio_frames = round(duration * (pipe.audio_sampling_rate / pipe.audio_hop_length
+                                         / float(pipe.audio_vae_temporal_compression_ratio)))
+        audio = pipe.prepare_audio_latents(1, pipe.audio_vae.config.latent_channels, audio_frames,
+                                           pipe.audio_vae.config.mel_bins, 0.0, torch.float32, device, generator)
+
+        latent_shape = (1, channels, (num_frames - 1) // self.frame_stride + 1,
+                        height // pipe.vae_spatial_compression_ratio, width // pipe.vae_spatial_compression_ratio)
+        mel_bins = pipe.audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
+        layout = self.adapter.token_layout(latent_shape, (1, pipe.audio_vae.config.latent_channels, audio_frames,
+                                                          mel_bins), frame_rate)
+        frozen = None
+        if frozen_mask is not None:  # the conditioning mask marks the image's latent frame
+            frozen = torch.cat([frozen_mask[0].bool().cpu(), torch.zeros(layout.num_audio_tokens, dtype=torch.bool)])
+        scale: float | torch.Tensor = 1.0
+        if use_cfg:  # per token: the video scale on video tokens, the audio scale on audio tokens
+            scale = torch.where(layout.always_active, audio_guidance, guidance).to(torch.float32)
+        schedule, used_shift = self.schedule(steps or spec.steps, layout.num_video_tokens, shift)
+        return LTX2Job(
+            layout=layout,
+            tokens=torch.cat([video, audio], dim=1),  # both packed as diffusers packs them
+            frozen=frozen,
+            conditioning=Conditioning(text, negative_text, scale),
+            schedule=schedule,
+            settings=dict(height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
+                          steps=schedule.steps, shift=used_shift, guidance_scale=guidance,
+                          audio_guidance_scale=audio_guidance, seed=seed),
+        )
+
+    def _preprocess_image(self, image, height: int, width: int) -> torch.Tensor:
+        """diffusers' I2V preprocessing: H.264 re-compression at the checkpoint's CRF, resize, normalise."""
+        import PIL.Image
+        from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf, resolve_default_image_crf
+
+        crf = resolve_default_image_crf(self.pipeline.text_encoder)
+        if crf != 0:
+            image = PIL.Image.fromarray(apply_image_conditioning_crf(np.array(image.convert("RGB")), crf))
+        pixels = self.pipeline.video_processor.preprocess(image, height=height, width=width)
+        return pixels.to(self.device, torch.float32)
+
+    def kv_cache_estimate(self, job: LTX2Job, sampler: Sampler) -> KVCacheEstimate | None:
+        """The K/V cache ``sampler`` will allocate for ``job``; None if none.
+
+        Only video tokens are cached (audio tokens are computed at every step); per video token and
+        layer the cache holds its self-attention K/V and its video→audio K/V (``adapter.width``).
+        """
+        if not isinstance(sampler, HSASampler) or sampler.budget >= 1 or not sampler.config.kv_sync:
+            return None
+        return KVCacheEstimate(
+            layers=self.adapter.num_layers,
+            tokens=job.layout.num_video_tokens,
+            width=self.adapter.width,
+            dtype=sampler.config.cache_dtype or self.adapter.dtype,
+            branches=2 if job.conditioning.uses_guidance else 1,
+        )
+
+    def forward_working_bytes(self, job: LTX2Job) -> int:
+        """Transient memory of one forward, estimated by its largest activation (the video FFN's hidden layer)."""
+        element = torch.empty((), dtype=self.adapter.dtype).element_size()
+        return 2 * job.layout.num_video_tokens * 4 * self.adapter.heads * self.adapter.head_dim * element
+
+    def denoise(self, job: LTX2Job, sampler: Sampler, callback: StepCallback | None = None,
+                free_bytes: int | None = None) -> SampleResult:
+        """Run the sampler; first refuse, with the numbers, a K/V cache the device cannot hold."""
+        estimate = self.kv_cache_estimate(job, sampler)
+        if estimate is not None:
+            check_kv_cache_fits(estimate, self.forward_working_bytes(job), self.device, free_bytes)
+        return sampler.sample(self.adapter, job.tokens, job.layout, job.conditioning, job.schedule,
+                              frozen=job.frozen, callback=callback)
+
+    def latents(self, job: LTX2Job, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final tokens → video (1, C, F, H, W) and audio (1, C_a, L, M) latents, denormalised as diffusers'
+        ``output_type="latent"`` returns them (and as the VAEs decode them)."""
+        pipe, num_video = self.pipeline, job.layout.num_video_tokens
+        # the audio statistics are per packed channel (C_a·M), so they apply before unpacking
+        audio_tokens = pipe._denormalize_audio_latents(tokens[:, num_video:], pipe.audio_vae.latents_mean,
+                                                       pipe.audio_vae.latents_std)
+        video, audio = job.layout.unpack(torch.cat([tokens[:, :num_video], audio_tokens], dim=1))
+        video = pipe._denormalize_latents(video, pipe.vae.latents_mean, pipe.vae.latents_std,
+                                          pipe.vae.config.scaling_factor)
+        return video, audio
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, audio_latents: torch.Tensor,
+               on_fallback=None) -> tuple[np.ndarray, np.ndarray, str]:
+        """Denormalised latents → (F, H, W, 3) frames in [0, 1] and a (channels, samples) waveform.
+
+        Each VAE retries tiled, then on the CPU, on out-of-memory; the latents are never lost.
+        """
+        pipe = self.pipeline
+        vae, audio_vae, vocoder = pipe.vae, pipe.audio_vae, pipe.vocoder
+
+        def decode_video() -> np.ndarray:
+            parameter = next(vae.parameters())
+            # decode_timestep 0, diffusers' default: timestep-conditioned VAEs get t = 0 and no added noise
+            timestep = torch.zeros(1, device=parameter.device) if vae.config.timestep_conditioning else None
+            video = vae.decode(latents.to(parameter.device, parameter.dtype), timestep, return_dict=False)[0]
+            return pipe.video_processor.postprocess_video(video, output_type="np")[0]
+
+        def decode_audio() -> np.ndarray:
+            parameter = next(audio_vae.parameters())
+            mel = audio_vae.decode(audio_latents.to(parameter.device, parameter.dtype), return_dict=False)[0]
+            vocoder_parameter = next(vocoder.parameters())
+            waveform = vocoder(mel.to(vocoder_parameter.device, vocoder_parameter.dtype))  # (1, channels, samples)
+            return waveform[0].float().cpu().numpy()
+
+        frames, decoded_with = decode_without_losing_latents(vae, decode_video, on_fallback)
+        audio, _ = decode_without_losing_latents(audio_vae, decode_audio, on_fallback)
+        return frames, audio, decoded_with
+
+    def generate(self, prompt: str, sampler: Sampler, callback: StepCallback | None = None,
+                 on_decode_fallback=None, **request: Any) -> GeneratedAudioVideo:
+        """prepare → denoise → decode; call the three yourself to keep the latents if decoding fails."""
+        job = self.prepare(prompt, **request)
+        result = self.denoise(job, sampler, callback)
+        latents, audio_latents = self.latents(job, result.tokens)
+        frames, audio, decoded_with = self.decode(latents, audio_latents, on_decode_fallback)
+        return GeneratedAudioVideo(frames, job.settings["frame_rate"], audio, self.sample_rate, latents,
+                                   audio_latents, result, decoded_with)
