@@ -1,4 +1,4 @@
-"""Per-layer self-attention K/V for every token of one CFG branch.
+"""Per-layer self-attention K/V for every token of one guidance branch.
 
 HSA computes only the active tokens at a step, but their queries must see the whole video. Each
 layer's keys and values are therefore kept for all N tokens: active tokens overwrite their rows
@@ -11,7 +11,7 @@ import torch
 
 
 def kv_cache_bytes(num_layers: int, num_tokens: int, width: int, dtype: torch.dtype, branches: int = 1) -> int:
-    """L × N × d × 2 (K and V) × bytes per element × CFG branches."""
+    """L × N × d × 2 (K and V) × bytes per element × guidance branches."""
     element = torch.empty((), dtype=dtype).element_size()
     return num_layers * num_tokens * width * 2 * element * branches
 

@@ -1,6 +1,7 @@
 """Device memory around a sampling run: the K/V cache estimate, the fit check, an OOM-safe decode.
 
-HSA keeps, per CFG branch, every layer's keys and values for all N tokens: L × N × d × 2 values.
+HSA keeps, per guidance branch (CFG's two, plus one per further term such as LTX-2's modality
+guidance), every layer's keys and values for all N tokens: L × N × d × 2 values.
 For Wan 2.1 14B at 480p / 81 frames that is 40 × 32 760 × 5120 × 2 × 2 bytes ≈ 27 GB per branch in
 bf16, on top of the model — so the size is reported before sampling, checked against what the
 device has free, and can be halved (or quartered) with a lower-precision cache.
@@ -28,7 +29,7 @@ class KVCacheEstimate:
     tokens: int
     width: int
     dtype: torch.dtype
-    branches: int  # CFG branches: each has its own cache
+    branches: int  # guidance branches (model forwards per step): each has its own cache
 
     @property
     def bytes_per_value(self) -> int:
@@ -41,7 +42,7 @@ class KVCacheEstimate:
     def describe(self) -> str:
         return (
             f"{self.layers} layers × {self.tokens} tokens × {self.width} × 2 (K, V) × {self.bytes_per_value} B "
-            f"({str(self.dtype).removeprefix('torch.')}) × {self.branches} CFG branch"
+            f"({str(self.dtype).removeprefix('torch.')}) × {self.branches} guidance branch"
             f"{'es' if self.branches > 1 else ''} = {self.total_bytes / GIB:.2f} GiB"
         )
 

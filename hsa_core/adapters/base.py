@@ -110,14 +110,15 @@ class DenoiserAdapter(Protocol):
         """Validate a latent shape for this model and describe its tokens."""
 
     def prepare_branch(self, grid: TokenGrid, encoder_hidden_states: torch.Tensor, **model_inputs: Any) -> Any:
-        """Per-job, per-CFG-branch state that does not depend on the step (text K/V, RoPE).
+        """Per-job, per-guidance-branch state that does not depend on the step (text K/V, RoPE).
 
         ``model_inputs`` is the job's model-specific conditioning (``Conditioning.model_inputs``),
-        e.g. Wan I2V's image embedding and channel-concatenated condition latents.
+        e.g. Wan I2V's image embedding and channel-concatenated condition latents, plus the branch's
+        own ``GuidanceTerm.branch_inputs`` (e.g. LTX-2's ``isolate_modalities``).
         """
 
     def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None) -> Any:
-        """An empty per-layer K/V cache for one CFG branch (None if the model needs none)."""
+        """An empty per-layer K/V cache for one guidance branch (None if the model needs none)."""
 
     def velocity(
         self,

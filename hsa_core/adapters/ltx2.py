@@ -20,6 +20,13 @@ the N_v packed video tokens followed by the N_a audio tokens (``AudioVideoTokens
   | audio→video (``audio_to_video_attn``) | active video | all audio tokens (always fresh): diffusers' processor |
   | audio self-attention, text cross-attention | — | diffusers' processors, unchanged |
 
+Guidance branches (``prepare_branch``) change the model the way diffusers' pipelines do for their
+extra forwards: spatio-temporal guidance (STG) passes each token's value projection through the video
+and audio self-attentions of ``perturbed_blocks`` instead of attending (diffusers'
+``LTX2PerturbedAttnProcessor`` with the whole batch perturbed; only models built with
+``perturbed_attn`` take it), and modality isolation skips the a2v and v2a attentions of every block.
+A perturbed self-attention reads no other token, so it neither reads nor writes its K/V cache layer.
+
 Everything else is diffusers' own block code on fewer rows: per-token modulation (the time
 embedding of each active video token's σ, so I2V conditioning tokens at σ = 0 come for free), the
 RoPE tables at the tokens' true (t, y, x) coordinates gathered for the active rows, FFN and gates.
@@ -121,7 +128,7 @@ class LTX2TextEmbeddings:
 
 @dataclass
 class LTX2Branch:
-    """Step-independent state of one CFG branch of one job."""
+    """Step-independent state of one guidance branch of one job."""
 
     tokens: AudioVideoTokens
     video_text: torch.Tensor  # (B, L, dim) after the caption projection
@@ -131,6 +138,8 @@ class LTX2Branch:
     audio_rope: Rope
     video_cross_rope: Rope  # temporal-only RoPE of the a2v / v2a cross-attentions
     audio_cross_rope: Rope
+    perturbed_blocks: frozenset[int] = frozenset()  # STG: blocks whose self-attentions pass values through
+    isolate_modalities: bool = False  # modality guidance: no a2v / v2a attention in any block
 
 
 @dataclass
@@ -192,6 +201,8 @@ class VideoKVCacheAttnProcessor:
                 if self.original_takes_perturbation else {}
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, query_rotary_emb,
                                  key_rotary_emb, **extra)
+        if all_perturbed:  # STG in this block: each token's value, no attention, so no cached context either
+            return self._value_only(attn, hidden_states)
         video = hidden_states if encoder_hidden_states is None else encoder_hidden_states  # (B, a, dim)
         query = attn.norm_q(attn.to_q(hidden_states))
         key = attn.norm_k(attn.to_k(video))
@@ -211,6 +222,16 @@ class VideoKVCacheAttnProcessor:
         if attn.to_gate_logits is not None:  # LTX-2.3 per-head gates; zero logits give gates of 1
             out = out * (2.0 * torch.sigmoid(attn.to_gate_logits(hidden_states))).unsqueeze(-1)
         out = out.flatten(2, 3).to(query.dtype)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    @staticmethod
+    def _value_only(attn, hidden_states: torch.Tensor) -> torch.Tensor:
+        """diffusers' ``LTX2PerturbedAttnProcessor`` with every batch element perturbed: the value projection
+        stands in for the attention output; gates and output projection as usual."""
+        out = attn.to_v(hidden_states)  # (B, a, H·hd)
+        if attn.to_gate_logits is not None:
+            gates = 2.0 * torch.sigmoid(attn.to_gate_logits(hidden_states))  # (B, a, H)
+            out = (out.unflatten(2, (attn.heads, -1)) * gates.unsqueeze(-1)).flatten(2, 3)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -267,9 +288,24 @@ class LTX2Adapter:
             raise GridError(f"audio tokens have {layout.token_dim} numbers but the model expects {audio_width}")
         return layout
 
+    def perturbable_blocks(self, blocks) -> frozenset[int]:
+        """Those of ``blocks`` whose self-attentions STG can perturb: blocks that exist, in a model built with
+        ``perturbed_attn`` (LTX-2.3's configuration; without it diffusers' blocks ignore the perturbation,
+        and its STG forward equals the conditional one)."""
+        if not self.transformer.config.perturbed_attn:
+            return frozenset()
+        return frozenset(block for block in blocks if 0 <= block < self.num_layers)
+
     @torch.inference_mode()
-    def prepare_branch(self, tokens: AudioVideoTokens, text: LTX2TextEmbeddings) -> LTX2Branch:
+    def prepare_branch(self, tokens: AudioVideoTokens, text: LTX2TextEmbeddings, perturbed_blocks=(),
+                       isolate_modalities: bool = False) -> LTX2Branch:
+        """One guidance branch: ``text`` through the model, with the self-attentions of ``perturbed_blocks``
+        skipped (STG) and, with ``isolate_modalities``, no audio↔video attention (modality guidance)."""
         model, batch = self.transformer, tokens.batch
+        perturbed_blocks = frozenset(perturbed_blocks)
+        if perturbed_blocks != self.perturbable_blocks(perturbed_blocks):
+            raise ConfigError(f"this LTX-2 model cannot perturb the self-attention of blocks {sorted(perturbed_blocks)}"
+                              f": it has {self.num_layers} blocks and perturbed_attn={model.config.perturbed_attn}")
         if text.video.shape[0] != batch:
             raise GridError(f"text embeddings have batch {text.video.shape[0]} but the latents have {batch}")
         video_text, audio_text = text.video.to(self.dtype), text.audio.to(self.dtype)
@@ -292,6 +328,8 @@ class LTX2Adapter:
             audio_rope=model.audio_rope(audio_coords, device=self.device),
             video_cross_rope=model.cross_attn_rope(video_coords[:, 0:1, :], device=self.device),
             audio_cross_rope=model.cross_attn_audio_rope(audio_coords[:, 0:1, :], device=self.device),
+            perturbed_blocks=perturbed_blocks,
+            isolate_modalities=isolate_modalities,
         )
 
     def new_kv_cache(self, tokens: AudioVideoTokens, dtype: torch.dtype | None = None) -> AudioVideoKVCache:
@@ -360,7 +398,9 @@ class LTX2Adapter:
         context.counters["video_tokens"] += count
         context.counters["audio_tokens"] += tokens.num_audio_tokens
         try:
-            for block in model.transformer_blocks:
+            for index, block in enumerate(model.transformer_blocks):
+                # diffusers' STG forward: the whole batch perturbed (no per-sample perturbation mask)
+                perturbed = index in branch.perturbed_blocks
                 hidden, audio_hidden = block(
                     hidden_states=hidden,
                     audio_hidden_states=audio_hidden,
@@ -380,6 +420,9 @@ class LTX2Adapter:
                     ca_audio_rotary_emb=branch.audio_cross_rope,
                     encoder_attention_mask=branch.text_mask,
                     audio_encoder_attention_mask=branch.text_mask,
+                    use_a2v_cross_attention=not branch.isolate_modalities,
+                    use_v2a_cross_attention=not branch.isolate_modalities,
+                    all_perturbed=perturbed,
                 )
         finally:
             context.inside, context.video_rows, context.kv_cache = False, None, None

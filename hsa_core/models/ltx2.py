@@ -7,18 +7,23 @@ latent and conditioning mask), the checkpoint's scheduler for the σ's, the VAEs
 conditioning is exactly diffusers'. The loop is an hsa_core sampler over ``LTX2Adapter`` tokens: the
 video tokens, then the audio tokens, which are computed at every step.
 
-Guidance is classifier-free guidance with separate video and audio scales, the part of diffusers'
-LTX-2 guidance that is per token. diffusers' defaults add spatio-temporal guidance (an extra forward
-with perturbed self-attention), modality-isolation guidance (an extra forward without the audio↔video
-attentions) and guidance rescaling (a per-sample standard deviation over all tokens); none of them is
-applied here, so compare with diffusers at ``stg_scale=0, modality_scale=1, guidance_rescale=0``.
+Guidance is diffusers' LTX-2 guidance, each term with a video and an audio scale (per token):
+
+    v̂ = v_u + w·(v_c − v_u) + s·(v_c − v_stg) + (m − 1)·(v_c − v_iso)
+
+classifier-free guidance (negative prompt, v_u), spatio-temporal guidance (the self-attentions of
+some blocks skipped, v_stg) and modality-isolation guidance (no audio↔video attention, v_iso), each
+a transformer forward of its own; then guidance rescaling, per stream, in x̂₀ space
+(``GuidanceRescale``). diffusers combines the terms in x̂₀ = x − σ·v, where they are the same linear
+combination. A model without ``perturbed_attn`` (LTX-2.0) ignores the STG perturbation, so there
+diffusers' STG forward repeats the conditional one and its term is zero: it is not run here.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,10 +32,10 @@ import torch
 from ..adapters.ltx2 import AudioVideoTokens, LTX2Adapter, LTX2TextEmbeddings
 from ..errors import ConfigError, ModelNotFoundError
 from ..memory import KVCacheEstimate, check_kv_cache_fits, decode_without_losing_latents
-from ..samplers.base import Conditioning, SampleResult, Sampler, StepCallback
+from ..samplers.base import Conditioning, GuidanceRescale, GuidanceTerm, SampleResult, Sampler, StepCallback
 from ..samplers.hsa import HSASampler
 from ..schedule import SigmaSchedule
-from .registry import ModelSpec
+from .registry import AudioVideoGuidance, ModelSpec
 
 # diffusers' LTX-2 pipelines pad or cut prompts to this many text tokens.
 MAX_TEXT_TOKENS = 1024
@@ -156,20 +161,43 @@ class LTX2VideoModel:
         shift: float | None = None,
         guidance_scale: float | None = None,
         audio_guidance_scale: float | None = None,
+        stg_scale: float | None = None,
+        audio_stg_scale: float | None = None,
+        stg_blocks: tuple[int, ...] | list[int] | None = None,
+        modality_scale: float | None = None,
+        audio_modality_scale: float | None = None,
+        guidance_rescale: float | None = None,
+        audio_guidance_rescale: float | None = None,
         seed: int = 0,
     ) -> LTX2Job:
         """Encode the prompt (and image), draw the noise from ``seed``; preset values fill what is None.
 
         ``prompt_embeds`` are the stacked text-encoder hidden states diffusers' ``encode_prompt``
         returns, with their ``prompt_attention_mask``. ``image`` (a PIL image) conditions the first frame.
+        The guidance arguments are diffusers' (``AudioVideoGuidance``); an ``audio_*`` None takes the
+        preset's audio value, then the video value (an explicit 0 stays 0, where diffusers' ``or`` would
+        replace it with the video value).
         """
         spec, pipe = self.spec, self.pipeline
         height, width = height or spec.height, width or spec.width
         num_frames, frame_rate = num_frames or spec.num_frames, frame_rate or spec.fps
         self._check_shape(height, width, num_frames)
         guidance = spec.guidance_scale if guidance_scale is None else guidance_scale
-        audio_guidance = next(g for g in (audio_guidance_scale, spec.audio_guidance_scale, guidance) if g is not None)
+        audio_guidance = _first_given(audio_guidance_scale, spec.audio_guidance_scale, guidance)
         use_cfg = guidance > 1.0 or audio_guidance > 1.0  # diffusers' rule
+        preset = spec.audio_video_guidance or AudioVideoGuidance()
+        stg = _first_given(stg_scale, preset.stg_scale)
+        modality = _first_given(modality_scale, preset.modality_scale)
+        rescale = _first_given(guidance_rescale, preset.guidance_rescale)
+        av_guidance = AudioVideoGuidance(
+            stg_scale=stg, audio_stg_scale=_first_given(audio_stg_scale, preset.audio_stg_scale, stg),
+            stg_blocks=tuple(preset.stg_blocks if stg_blocks is None else stg_blocks),
+            modality_scale=modality,
+            audio_modality_scale=_first_given(audio_modality_scale, preset.audio_modality_scale, modality),
+            guidance_rescale=rescale,
+            audio_guidance_rescale=_first_given(audio_guidance_rescale, preset.audio_guidance_rescale, rescale))
+        if (av_guidance.stg_scale > 0 or av_guidance.audio_stg_scale > 0) and not av_guidance.stg_blocks:
+            raise ConfigError("spatio-temporal guidance (stg_scale > 0) needs the blocks to perturb: stg_blocks")
         device = self.device
 
         prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = \
@@ -212,19 +240,39 @@ class LTX2VideoModel:
         if frozen_mask is not None:  # the conditioning mask marks the image's latent frame
             frozen = torch.cat([frozen_mask[0].bool().cpu(), torch.zeros(layout.num_audio_tokens, dtype=torch.bool)])
         scale: float | torch.Tensor = 1.0
-        if use_cfg:  # per token: the video scale on video tokens, the audio scale on audio tokens
-            scale = torch.where(layout.always_active, audio_guidance, guidance).to(torch.float32)
+        if use_cfg:
+            scale = _per_stream(layout, guidance, audio_guidance)
+        conditioning = Conditioning(text, negative_text, scale,
+                                    extra_guidance=self._guidance_terms(layout, av_guidance),
+                                    guidance_rescale=_guidance_rescale(layout, av_guidance))
         schedule, used_shift = self.schedule(steps or spec.steps, layout.num_video_tokens, shift)
         return LTX2Job(
             layout=layout,
             tokens=torch.cat([video, audio], dim=1),  # both packed as diffusers packs them
             frozen=frozen,
-            conditioning=Conditioning(text, negative_text, scale),
+            conditioning=conditioning,
             schedule=schedule,
             settings=dict(height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
                           steps=schedule.steps, shift=used_shift, guidance_scale=guidance,
-                          audio_guidance_scale=audio_guidance, seed=seed),
+                          audio_guidance_scale=audio_guidance, **asdict(av_guidance),
+                          transformer_passes_per_step=conditioning.num_branches, seed=seed),
         )
+
+    def _guidance_terms(self, layout: AudioVideoTokens, guidance: AudioVideoGuidance) -> tuple[GuidanceTerm, ...]:
+        """The guidance branches besides CFG that diffusers runs for these settings (its rules: STG when a
+        scale is > 0, modality guidance when a scale is > 1), less an STG the model cannot perturb."""
+        terms = []
+        if guidance.stg_scale > 0 or guidance.audio_stg_scale > 0:
+            perturbed = self.adapter.perturbable_blocks(guidance.stg_blocks)
+            if perturbed:  # else diffusers' STG forward is the conditional one again and its term is 0
+                terms.append(GuidanceTerm("spatio-temporal", _per_stream(layout, guidance.stg_scale,
+                                                                         guidance.audio_stg_scale),
+                                          {"perturbed_blocks": perturbed}))
+        if guidance.modality_scale > 1 or guidance.audio_modality_scale > 1:
+            terms.append(GuidanceTerm("modality isolation", _per_stream(layout, guidance.modality_scale - 1,
+                                                                        guidance.audio_modality_scale - 1),
+                                      {"isolate_modalities": True}))
+        return tuple(terms)
 
     def _preprocess_image(self, image, height: int, width: int) -> torch.Tensor:
         """diffusers' I2V preprocessing: H.264 re-compression at the checkpoint's CRF, resize, normalise."""
@@ -241,7 +289,8 @@ class LTX2VideoModel:
         """The K/V cache ``sampler`` will allocate for ``job``; None if none.
 
         Only video tokens are cached (audio tokens are computed at every step); per video token and
-        layer the cache holds its self-attention K/V and its video→audio K/V (``adapter.width``).
+        layer the cache holds its self-attention K/V and its video→audio K/V (``adapter.width``), once
+        per guidance branch.
         """
         if not isinstance(sampler, HSASampler) or sampler.budget >= 1 or not sampler.config.kv_sync:
             return None
@@ -250,7 +299,7 @@ class LTX2VideoModel:
             tokens=job.layout.num_video_tokens,
             width=self.adapter.width,
             dtype=sampler.config.cache_dtype or self.adapter.dtype,
-            branches=2 if job.conditioning.uses_guidance else 1,
+            branches=job.conditioning.num_branches,
         )
 
     def forward_working_bytes(self, job: LTX2Job) -> int:
@@ -316,3 +365,21 @@ class LTX2VideoModel:
         frames, audio, decoded_with = self.decode(latents, audio_latents, on_decode_fallback)
         return GeneratedAudioVideo(frames, job.settings["frame_rate"], audio, self.sample_rate, latents,
                                    audio_latents, result, decoded_with)
+
+
+def _first_given(*values):
+    """The first value that is not None."""
+    return next(value for value in values if value is not None)
+
+
+def _per_stream(layout: AudioVideoTokens, video_value: float, audio_value: float) -> torch.Tensor:
+    """(N,) per-token values: ``video_value`` on the video tokens, ``audio_value`` on the audio tokens."""
+    return torch.where(layout.always_active, audio_value, video_value).to(torch.float32)
+
+
+def _guidance_rescale(layout: AudioVideoTokens, guidance: AudioVideoGuidance) -> GuidanceRescale | None:
+    """diffusers rescales each stream on its own: the video tokens are group 0, the audio tokens group 1."""
+    if guidance.guidance_rescale <= 0 and guidance.audio_guidance_rescale <= 0:
+        return None
+    return GuidanceRescale((guidance.guidance_rescale, guidance.audio_guidance_rescale),
+                           layout.always_active.long())

@@ -2,9 +2,9 @@
 
 Each entry names a diffusers-format checkpoint family and the settings its authors recommend; a
 request may override any of them. Presets follow the Wan 2.1 / 2.2 reference configurations, the
-LTX-2 diffusers examples and the diffusers model cards (40 Euler steps instead of the references'
-UniPC 50 or LTX-2's 30: HSA budgets are fractions of a 40-step flow-matching Euler run, the paper's
-reference).
+LTX-2 diffusers examples and pipeline defaults (guidance) and the diffusers model cards (40 Euler
+steps instead of the references' UniPC 50 or LTX-2's 30: HSA budgets are fractions of a 40-step
+flow-matching Euler run, the paper's reference).
 """
 
 from __future__ import annotations
@@ -15,6 +15,28 @@ from typing import Literal
 from ..errors import ConfigError
 
 Task = Literal["t2v", "i2v", "ti2v"]
+
+
+@dataclass(frozen=True)
+class AudioVideoGuidance:
+    """LTX-2's guidance besides CFG, named as diffusers' LTX2Pipeline names it; an ``audio_*`` None takes
+    the video value. The defaults switch every term off.
+
+    stg_scale: spatio-temporal guidance, v̂ += s·(v_c − v_stg), v_stg with the self-attentions of
+        ``stg_blocks`` skipped (0: off). Only models built with ``perturbed_attn`` (LTX-2.3) take the
+        perturbation; for the others diffusers' STG forward equals the conditional one, so it adds nothing.
+    modality_scale: modality-isolation guidance, v̂ += (m − 1)·(v_c − v_iso), v_iso without the
+        audio↔video attentions (1: off).
+    guidance_rescale: φ of guidance rescaling, per stream (0: off).
+    """
+
+    stg_scale: float = 0.0
+    audio_stg_scale: float | None = None
+    stg_blocks: tuple[int, ...] = ()
+    modality_scale: float = 1.0
+    audio_modality_scale: float | None = None
+    guidance_rescale: float = 0.0
+    audio_guidance_rescale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,7 @@ class ModelSpec:
     audio_guidance_scale: CFG scale of the audio tokens (LTX-2; diffusers' audio_guidance_scale).
     cross_modal_timestep: LTX-2's audio↔video modulation reads the step's σ, not each video token's
         (diffusers' use_cross_timestep: LTX-2.3 and later).
+    audio_video_guidance: LTX-2's spatio-temporal and modality-isolation guidance and guidance rescaling.
     """
 
     name: str
@@ -50,6 +73,7 @@ class ModelSpec:
     guidance_scale_2: float | None = None
     audio_guidance_scale: float | None = None
     cross_modal_timestep: bool = False
+    audio_video_guidance: AudioVideoGuidance | None = None
 
     @property
     def takes_image(self) -> bool:
@@ -80,7 +104,10 @@ MODELS: dict[str, ModelSpec] = {
                   experts=2, boundary_ratio=0.9, guidance_scale_2=3.5),
         ModelSpec("ltx-2", "ltx2", "ti2v", "LTX2Pipeline", "Lightricks/LTX-2",
                   height=512, width=768, num_frames=121, fps=24, shift=None, guidance_scale=3.0,
-                  audio_guidance_scale=7.0),
+                  audio_guidance_scale=7.0,
+                  audio_video_guidance=AudioVideoGuidance(  # diffusers' LTX2Pipeline defaults
+                      stg_scale=1.0, audio_stg_scale=1.0, stg_blocks=(28,), modality_scale=3.0,
+                      audio_modality_scale=3.0, guidance_rescale=0.7, audio_guidance_rescale=0.7)),
     ]
 }
 

@@ -221,7 +221,7 @@ class WanVideoModel:
             tokens=job.grid.num_tokens,
             width=adapter.width,
             dtype=sampler.config.cache_dtype or adapter.dtype,
-            branches=max(2 if expert.conditioning.uses_guidance else 1 for expert in job.experts),
+            branches=max(expert.conditioning.num_branches for expert in job.experts),
         )
 
     def forward_working_bytes(self, job: WanJob) -> int:

@@ -1,12 +1,14 @@
 """Samplers behind one interface: the plain Euler reference and HSA."""
 
-from .base import Conditioning, GuidedDenoiser, SampleResult, Sampler, StepStats
+from .base import Conditioning, GuidanceRescale, GuidanceTerm, GuidedDenoiser, SampleResult, Sampler, StepStats
 from .euler import EulerSampler
 from .hsa import HSAConfig, HSASampler
 
 __all__ = [
     "Conditioning",
     "EulerSampler",
+    "GuidanceRescale",
+    "GuidanceTerm",
     "GuidedDenoiser",
     "HSAConfig",
     "HSASampler",

@@ -2,7 +2,7 @@
 
 These are the maintained implementations (``diffusers.hooks``), applied to the Wan transformer the
 adapter wraps with ``transformer.enable_cache(config)`` and removed afterwards. The loop is plain
-Euler; each CFG branch runs inside its own ``cache_context`` so the hooks keep separate state per
+Euler; each guidance branch runs inside its own ``cache_context`` so the hooks keep separate state per
 branch, as diffusers' pipelines do. Methods:
 
 - ``first_block_cache`` (ParaAttention's First Block Cache, TeaCache's successor in diffusers):
@@ -77,9 +77,9 @@ class DiffusersCacheSampler:
                 sigma = sigma_input(sigmas[i], grid.batch, frozen).to(x.device)
                 outputs = []
                 for b, branch in enumerate(denoiser.branches):
-                    with transformer.cache_context("cond" if b == 0 else "uncond"):
+                    with transformer.cache_context(f"branch {b}"):  # the hooks' state, one per guidance branch
                         outputs.append(adapter.velocity(x, sigma, branch).float())
-                velocity = outputs[0] if len(outputs) == 1 else outputs[1] + denoiser.guidance_scale * (outputs[0] - outputs[1])
+                velocity = denoiser.guide(x, sigma, outputs)
                 if frozen is not None:
                     velocity[:, frozen] = 0
                 x.add_(velocity, alpha=sigmas[i + 1] - sigmas[i])

@@ -51,9 +51,9 @@ class EasyCacheSampler:
             if not compute:
                 accumulated += rate * input_change / (float(previous_output.abs().mean()) + 1e-12)
                 compute = accumulated >= self.threshold
+            sigma = sigma_input(sigmas[i], grid.batch, frozen).to(x.device)
             if compute:
                 accumulated = 0.0
-                sigma = sigma_input(sigmas[i], grid.batch, frozen).to(x.device)
                 outputs = [adapter.velocity(x, sigma, branch).float() for branch in denoiser.branches]
                 if previous_output is not None and input_change:
                     rate = float((outputs[0] - previous_output).abs().mean()) / input_change
@@ -63,7 +63,7 @@ class EasyCacheSampler:
                 outputs = [x + delta for delta in transformations]
             previous_input = x.clone()
 
-            velocity = outputs[0] if len(outputs) == 1 else outputs[1] + denoiser.guidance_scale * (outputs[0] - outputs[1])
+            velocity = denoiser.guide(x, sigma, outputs)
             if frozen is not None:
                 velocity[:, frozen] = 0
             x.add_(velocity, alpha=sigmas[i + 1] - sigmas[i])

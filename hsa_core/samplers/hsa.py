@@ -23,9 +23,11 @@ The budget b ∈ (0, 1] is a fraction of the full sampler's cost; the cost model
 exact number of token evaluations (``cost_model.py``). At b = 1 every step is full and the sampler
 is the plain Euler sampler.
 
-CFG: both branches share one active set (a token's guided velocity needs both), each branch has
-its own K/V cache. Conditioning (frozen) tokens are computed at full steps only — as context their
-K/V stay in the cache through the caching window — and are never stepped.
+Guidance: every guidance branch (CFG's two, and further terms such as LTX-2's spatio-temporal and
+modality guidance, ``GuidedDenoiser``) computes the same active set — a token's guided velocity needs
+all of them — and each branch has its own K/V cache. Guidance rescaling's per-group statistics use
+each skipped token's last predictions. Conditioning (frozen) tokens are computed at full steps only
+— as context their K/V stay in the cache through the caching window — and are never stepped.
 
 Always-active tokens (``grid.always_active``, LTX-2's audio) are computed at every step and take no
 part in the allocation. They count towards the budget like any other token: the evaluations left

@@ -27,7 +27,7 @@ def test_text_to_video_at_half_budget_reports_the_cache_and_writes_the_clip(chec
                  "--kv-cache-dtype", "bfloat16", "--out", str(out), *SMALL])
     captured = capsys.readouterr()
     assert code == 0
-    assert "K/V cache: 2 layers × 48 tokens × 24 × 2 (K, V) × 2 B (bfloat16) × 2 CFG branches" in captured.err
+    assert "K/V cache: 2 layers × 48 tokens × 24 × 2 (K, V) × 2 B (bfloat16) × 2 guidance branches" in captured.err
     assert "wan2.1-t2v-1.3b 64×64×9  budget 0.5" in captured.out and "decoded on device" in captured.out
     assert read_mp4(out).shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
 

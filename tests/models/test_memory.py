@@ -24,10 +24,10 @@ def test_the_estimate_is_what_sampling_allocates():
     model, job = prepared()
     sampler = HSASampler(0.5)
     estimate = model.kv_cache_estimate(job, sampler)
-    # 2 layers × 48 tokens × width 24 × 2 (K, V) × 4 bytes × 2 CFG branches
+    # 2 layers × 48 tokens × width 24 × 2 (K, V) × 4 bytes × 2 guidance branches (CFG)
     assert estimate.total_bytes == 2 * 48 * 24 * 2 * 4 * 2
     assert estimate.describe() == \
-        "2 layers × 48 tokens × 24 × 2 (K, V) × 4 B (float32) × 2 CFG branches = 0.00 GiB"
+        "2 layers × 48 tokens × 24 × 2 (K, V) × 4 B (float32) × 2 guidance branches = 0.00 GiB"
     assert model.denoise(job, sampler).kv_cache_bytes == estimate.total_bytes
     assert model.kv_cache_estimate(job, HSASampler(1.0)) is None  # budget 1 allocates no cache
 

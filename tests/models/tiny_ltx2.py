@@ -17,7 +17,9 @@ TEXT_TOKENS, TEXT_DIM, TEXT_LAYERS = 16, 16, 1
 WORDS = ["a", "cat", "dog", "runs", "on", "the", "beach", "red", "car", "sings"]
 
 
-def tiny_transformer():
+def tiny_transformer(perturbed_attn: bool = False):
+    """perturbed_attn: blocks that take spatio-temporal guidance's perturbation (LTX-2.3's configuration; it adds
+    no weights, so both variants share theirs)."""
     from diffusers import LTX2VideoTransformer3DModel
 
     torch.manual_seed(0)
@@ -25,7 +27,7 @@ def tiny_transformer():
         in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
         cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
         audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2, caption_channels=TEXT_DIM,
-        rope_double_precision=False, rope_type="split",
+        rope_double_precision=False, rope_type="split", perturbed_attn=perturbed_attn,
     ).eval()
 
 
@@ -108,7 +110,7 @@ def tiny_scheduler():
                                            base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
 
 
-def build_pipeline(image_to_video: bool = False, with_text_encoder: bool = False):
+def build_pipeline(image_to_video: bool = False, with_text_encoder: bool = False, perturbed_attn: bool = False):
     """diffusers' LTX2Pipeline (or LTX2ImageToVideoPipeline) over the tiny components."""
     import diffusers
 
@@ -118,7 +120,7 @@ def build_pipeline(image_to_video: bool = False, with_text_encoder: bool = False
     pipeline = pipeline_class(
         scheduler=tiny_scheduler(), vae=tiny_vae(), audio_vae=audio_vae,
         text_encoder=text_encoder, tokenizer=tokenizer, connectors=tiny_connectors(),
-        transformer=tiny_transformer(), vocoder=vocoder,
+        transformer=tiny_transformer(perturbed_attn), vocoder=vocoder,
     )
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
