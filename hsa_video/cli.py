@@ -21,6 +21,8 @@ COMMANDS = [
     (("eval-tiny",), "hsa_video.commands.eval_tiny", "score the tiny model with the automatic checker"),
     (("bench", "speed"), "hsa_video.benchmarks.speed", "time plain Euler vs HSA at several budgets"),
     (("bench", "pareto"), "hsa_video.benchmarks.pareto", "quality vs wall time: HSA, ablations and baselines"),
+    (("bench", "reliability"), "hsa_video.benchmarks.reliability",
+     "faults injected, fuzzing and load on the production stack (source checkout)"),
     (("bench", "sla"), "hsa_video.benchmarks.sla", "deadline attainment under Poisson load: fixed vs SLA budgets"),
 ]
 

@@ -6,28 +6,86 @@ store/queue/storage to exercise both deployments (Redis + Celery + S3, and the e
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any
-
-import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
 from . import __version__
 from .auth import require_api_key
 from . import metrics
-from .errors import install_error_handlers
+from .errors import APIError, error_body, install_error_handlers
 from .schemas import model_object
-from .settings import ServiceSettings, open_job_queue, open_job_store_for, open_object_store
+from .settings import ServiceSettings, open_job_queue, open_job_store_for, open_object_store, open_rate_limiter
 from .videos import router as videos_router
 
 log = logging.getLogger("hsa.gateway")
 
 
-def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None, storage=None) -> FastAPI:
+class RequestTooLarge(APIError):
+    def __init__(self, limit: int):
+        super().__init__(413, "request_too_large", f"request body over {limit} bytes")
+
+
+class GatewayMiddleware:
+    """Every request: refuse bodies over ``max_body_bytes`` (413 from ``Content-Length`` before
+    reading anything, or once a streamed body crosses it) and observe the HTTP metrics.
+
+    Plain ASGI rather than ``@app.middleware("http")``: it must wrap ``receive`` to count a streamed
+    body, and it spares every request the extra task and memory streams of Starlette's HTTP middleware."""
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500  # unless a response starts: an unhandled error
+        limit = self.max_body_bytes
+
+        async def observed_send(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise RequestTooLarge(limit)  # answered by the APIError handler
+            return message
+
+        try:
+            declared = dict(scope["headers"]).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                error = RequestTooLarge(limit)
+                body = json.dumps(error_body(error.code, error.message)).encode()
+                await observed_send({"type": "http.response.start", "status": 413, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")]})
+                await observed_send({"type": "http.response.body", "body": body})
+                return
+            await self.app(scope, limited_receive, observed_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
+            metrics.HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            metrics.HTTP_LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - start)
+
+
+def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None, storage=None,
+              limiter=None) -> FastAPI:
     settings = settings or ServiceSettings()
 
     @asynccontextmanager
@@ -35,9 +93,11 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
         app.state.store = store or open_job_store_for(settings)
         app.state.queue = queue or open_job_queue(settings)
         app.state.storage = storage or open_object_store(settings)
+        app.state.limiter = limiter or open_rate_limiter(settings)
         if not settings.api_key_hashes:
             log.warning("no API keys configured (HSA_API_KEY_SHA256): the API is open to anyone who can reach it")
         yield
+        app.state.limiter.close()
         app.state.queue.close()
         app.state.store.close()
 
@@ -46,20 +106,11 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(videos_router)
-
-    @app.middleware("http")
-    async def observe_requests(request: Request, call_next):
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
-            metrics.HTTP_REQUESTS.labels(template, request.method, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(template, request.method).observe(time.perf_counter() - start)
+    if settings.cors_allow_origins:  # off by default: browsers get no cross-origin access at all
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_request_bytes)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

@@ -1,17 +1,28 @@
-"""Bearer API keys. Keys are configured as SHA-256 digests (``HSA_API_KEY_SHA256``), never in clear."""
+"""Bearer API keys and their per-key rate limit.
+
+Keys are configured as SHA-256 digests (``HSA_API_KEY_SHA256``), never in clear; a presented key is
+hashed and compared with every digest in constant time (``hmac.compare_digest``). The digest is
+the caller's identity: it owns the jobs it creates, and its requests draw on its own token bucket
+(``server/limits.py``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 from fastapi import Request
 
 from .errors import APIError
+from .limits import retry_after_header
+
+log = logging.getLogger("hsa.gateway")
 
 
 def require_api_key(request: Request) -> str:
-    """The caller's key digest ("" when auth is off); 401 without a valid ``Authorization: Bearer`` key."""
+    """The caller's key digest ("" when auth is off); 401 without a valid ``Authorization: Bearer`` key,
+    429 ``rate_limit_exceeded`` (with ``Retry-After``) when the key has spent its request budget."""
     accepted: frozenset[str] = request.app.state.settings.api_key_hashes
     if not accepted:
         return ""
@@ -19,8 +30,16 @@ def require_api_key(request: Request) -> str:
     if scheme.lower() != "bearer" or not key.strip():
         raise APIError(401, "missing_api_key", "send an API key as `Authorization: Bearer <key>`",
                        type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
-    digest = hashlib.sha256(key.strip().encode()).hexdigest()
+    digest = hashlib.sha256(key.strip().encode(errors="surrogateescape")).hexdigest()
     if not any(hmac.compare_digest(digest, candidate) for candidate in accepted):
         raise APIError(401, "invalid_api_key", "the API key is not valid", type="authentication_error",
                        headers={"WWW-Authenticate": "Bearer"})
+    try:
+        wait = request.app.state.limiter.acquire(digest)
+    except Exception as error:  # limits protect the service; their store being down must not take it down
+        log.warning("rate limiter unavailable, request let through: %s", error)
+        wait = 0.0
+    if wait > 0:
+        raise APIError(429, "rate_limit_exceeded", f"too many requests for this API key; retry in {wait:.2f} s",
+                       type="rate_limit_error", headers={"Retry-After": retry_after_header(wait)})
     return digest

@@ -41,6 +41,18 @@ def install_error_handlers(app) -> None:
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return JSONResponse(error_body("invalid_value", f"{param}: {first.get('msg')}", param), status_code=422)
 
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        # still re-raised by Starlette afterwards, so the server logs the traceback; the client gets
+        # the one error shape. A dependency that cannot be reached (Redis, SQLite busy past its
+        # timeout: redis-py's and the builtin ConnectionError/TimeoutError) is a 503 worth retrying.
+        if any(cls.__name__ in ("ConnectionError", "TimeoutError", "OperationalError")
+               for cls in type(error).__mro__):
+            return JSONResponse(error_body("service_unavailable", "a backing service is unreachable; retry shortly",
+                                           type="server_error"), status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(error_body("internal_error", "internal server error", type="server_error"),
+                            status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")

@@ -9,6 +9,7 @@ Everything here is plain pydantic (no torch), shared by the gateway and the work
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from enum import Enum
@@ -33,9 +34,18 @@ class JobStatus(str, Enum):
         return self in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled)
 
 
+JOB_ID_PATTERN = re.compile(r"video_[0-9a-f]{8,40}")
+
+
 def new_job_id() -> str:
     # OpenAI-style prefix; time-ordered so ids sort like creation times within a second
     return f"video_{int(time.time() * 1000):x}{secrets.token_hex(8)}"
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` has the shape of our ids: anything else names no job (and never reaches a
+    store key or an object key)."""
+    return JOB_ID_PATTERN.fullmatch(value) is not None
 
 
 def output_key(job_id: str) -> str:
@@ -84,6 +94,7 @@ class JobRecord(BaseModel):
     """A job's state in the job store. ``status`` only moves forward (queued → in_progress → terminal)."""
 
     spec: JobSpec
+    owner: str = ""  # digest of the API key that created the job ("" while the API is open); not shown
     status: JobStatus = JobStatus.queued
     progress: float = 0.0  # 0..100, from the sampler's steps
     created_at: float = Field(default_factory=time.time)

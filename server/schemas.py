@@ -7,18 +7,24 @@ size, frames, steps, budget feasibility, image required or refused).
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
+import unicodedata
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import APIError
 from .jobs import JobRecord, JobSpec, JobStatus, ModelCard, frames_for_seconds
 from .sla import DEFAULT_TIER, TIERS
 
 MAX_SEED = 2**31 - 1
+PROMPT_WHITESPACE = "\t\n\r"
+# validation errors with their own error code (any other is ``invalid_value``)
+OWN_ERROR_CODES = ("invalid_prompt",)
 
 
 class VideoCreate(BaseModel):
@@ -43,6 +49,17 @@ class VideoCreate(BaseModel):
     tier: Literal["interactive", "standard", "batch"] | None = None
     best_effort: bool | None = None  # accept at the smallest budget when the deadline cannot be met
 
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _printable_text(cls, value: str) -> str:
+        # any language, emoji and combining marks are welcome; control characters (NUL, escape
+        # sequences, …) are no prompt and would reach logs and the text encoder verbatim
+        for char in value:
+            if unicodedata.category(char) == "Cc" and char not in PROMPT_WHITESPACE:
+                raise PydanticCustomError("invalid_prompt", "control character {char} is not allowed",
+                                          {"char": f"U+{ord(char):04X}"})
+        return value
+
     @field_validator("seconds", mode="before")
     @classmethod
     def _seconds_as_text(cls, value: Any) -> Any:
@@ -65,7 +82,8 @@ def parse_create(fields: dict[str, Any]) -> VideoCreate:
         first = error.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         message = "unknown field (not an OpenAI or HSA parameter)" if first["type"] == "extra_forbidden" else first["msg"]
-        raise APIError(422, "invalid_value", f"{param}: {message}", param) from None
+        code = first["type"] if first["type"] in OWN_ERROR_CODES else "invalid_value"
+        raise APIError(422, code, f"{param}: {message}", param) from None
 
 
 def _parse_size(size: str) -> tuple[int, int]:
@@ -135,7 +153,9 @@ def resolve_request(request: VideoCreate, card: ModelCard, has_image: bool, job_
         seed=secrets.randbelow(MAX_SEED) if request.seed is None else request.seed,
         guidance_scale=limits.guidance_scale if request.guidance_scale is None else request.guidance_scale,
         webhook_url=request.webhook_url, tier=tier.name, priority=tier.priority,
-        deadline_at=time.time() + deadline_s, min_budget=round(min_budget, 4), best_effort=best_effort,
+        deadline_at=time.time() + deadline_s, best_effort=best_effort,
+        # rounded up: a floor a hair below the sampler's own minimum would be refused as infeasible
+        min_budget=math.ceil(min_budget * 10_000) / 10_000,
     )
 
 

@@ -35,9 +35,13 @@ class ServiceSettings(BaseSettings):
     s3_public_endpoint_url: str | None = None  # host clients use for presigned URLs, if it differs
     s3_region: str | None = None
     s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
+    s3_secret_access_key: str | None = Field(None, repr=False)  # repr=False: never in a logged settings dump
     s3_create_bucket: bool = True
     presign_seconds: int = Field(3600, gt=0)
+    # a worker's upload retries: backoff × 2ⁿ between attempts (0.5 s, 1 s, 2 s, 4 s, 8 s ≈ 15 s of outage
+    # ridden out); after the last one the job fails as storage_unavailable and its MP4 stays in spool_dir
+    upload_attempts: int = Field(6, ge=1)
+    upload_backoff_seconds: float = Field(0.5, ge=0)
 
     # API
     api_key_sha256: str = ""  # comma-separated SHA-256 hex digests of the accepted bearer keys
@@ -45,9 +49,17 @@ class ServiceSettings(BaseSettings):
     poll_after_ms: int = Field(500, ge=50)  # hint for the openai SDK's poll helper
     output_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)  # reported as expires_at
     idempotency_ttl_seconds: int = Field(24 * 3600, gt=0)
+    max_request_bytes: int = Field(25 * 1024 * 1024, gt=0)  # 413 above: a 20 MiB image plus form overhead
+    # per API key (only when keys are configured): a token bucket over every /v1 request, and a cap
+    # on the key's queued + running jobs; 0 turns either off
+    rate_limit_per_second: float = Field(20.0, ge=0)
+    rate_limit_burst: int = Field(40, ge=1)
+    max_active_jobs_per_key: int = Field(32, ge=0)
+    # browser origins allowed by CORS; empty (the default) installs no CORS middleware at all
+    cors_allow_origins: list[str] = Field(default_factory=list)
 
     # webhooks (Standard Webhooks signatures, verifiable with openai's client.webhooks.unwrap)
-    webhook_secret: str | None = None
+    webhook_secret: str | None = Field(None, repr=False)
     webhook_max_attempts: int = Field(5, ge=1)
     webhook_backoff_seconds: float = Field(1.0, ge=0)
 
@@ -78,6 +90,11 @@ class ServiceSettings(BaseSettings):
     def storage_dir(self) -> Path:
         return self.data_dir / "objects"
 
+    @property
+    def spool_dir(self) -> Path:
+        """Outputs a worker could not upload, kept for a retry (S3 storage only)."""
+        return self.data_dir / "spool"
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "ServiceSettings":
         for digest in self.api_key_hashes:
@@ -95,7 +112,9 @@ def open_object_store(settings: ServiceSettings):
     if settings.storage == "s3":
         return S3ObjectStore(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_region,
                              settings.s3_access_key_id, settings.s3_secret_access_key,
-                             settings.s3_public_endpoint_url, create_bucket=settings.s3_create_bucket)
+                             settings.s3_public_endpoint_url, create_bucket=settings.s3_create_bucket,
+                             upload_attempts=settings.upload_attempts,
+                             upload_backoff_seconds=settings.upload_backoff_seconds, spool_dir=settings.spool_dir)
     return LocalObjectStore(settings.storage_dir)
 
 
@@ -103,6 +122,14 @@ def open_job_store_for(settings: ServiceSettings):
     from .stores import open_job_store
 
     return open_job_store(settings.redis_url, str(settings.database_path), settings.idempotency_ttl_seconds)
+
+
+def open_rate_limiter(settings: ServiceSettings):
+    from .limits import LocalRateLimiter, RedisRateLimiter
+
+    rate, burst = settings.rate_limit_per_second, settings.rate_limit_burst
+    # several gateways share one Redis bucket per key; the one-process mode has a single gateway
+    return RedisRateLimiter(settings.redis_url, rate, burst) if settings.redis_url else LocalRateLimiter(rate, burst)
 
 
 def open_job_queue(settings: ServiceSettings):

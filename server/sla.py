@@ -111,9 +111,18 @@ def remaining_ahead(active_jobs, priority: int, timing: TimingModel, now: float)
     return ahead
 
 
-def plan_job(spec, timing: TimingModel, active_jobs, workers: int, now: float) -> Plan:
-    """Budget and predicted completion of a new job (``spec``: a JobSpec) on the live queue."""
-    wait = queue_wait(remaining_ahead(active_jobs, spec.priority, timing, now), workers)
+def work_ahead(queued_work: dict[int, float], running_jobs, priority: int, timing: TimingModel,
+               now: float) -> list[float]:
+    """``remaining_ahead`` from the job store's queue summary: the running jobs one by one, the queued
+    ones as the predicted seconds per priority (summed at submission; reading them is O(1))."""
+    queued = [seconds for queued_priority, seconds in queued_work.items() if queued_priority <= priority]
+    return remaining_ahead(running_jobs, priority, timing, now) + queued
+
+
+def plan_job(spec, timing: TimingModel, ahead: list[float], workers: int, now: float) -> Plan:
+    """Budget and predicted completion of a new job (``spec``: a JobSpec) behind ``ahead`` (the
+    remaining service seconds of the work that runs first)."""
+    wait = queue_wait(ahead, workers)
     fastest = now + wait + timing.service_seconds(spec.steps, spec.min_budget or 1.0)
     if spec.budget_source == "explicit":
         budget = spec.budget
@@ -121,3 +130,86 @@ def plan_job(spec, timing: TimingModel, active_jobs, workers: int, now: float) -
         budget = choose_budget(spec.deadline_at - now, wait, timing, spec.steps, spec.min_budget or 1.0)
     service = timing.service_seconds(spec.steps, budget if budget is not None else spec.min_budget or 1.0)
     return Plan(budget, wait, service, now + wait + service, fastest)
+
+
+def queued_behind(active_jobs, job_id: str, timing: TimingModel, now: float) -> tuple[list[tuple[float, float]], float]:
+    """The queue as a starting job sees it: ``(deadline_at, seconds at its smallest budget)`` of every
+    queued job in run order (priority, then arrival), and the remaining seconds of the other running
+    jobs. An explicit budget cannot shrink, so such a job counts at its own budget."""
+    queued, running = [], 0.0
+    for record in sorted(active_jobs, key=lambda r: (r.spec.priority, r.created_at)):
+        spec = record.spec
+        if spec.job_id == job_id:
+            continue
+        if record.status.value == "in_progress":
+            service = record.predicted_service_seconds or timing.service_seconds(spec.steps, spec.budget)
+            running += max(0.0, service - (now - (record.started_at or now)))
+        elif spec.deadline_at is not None:
+            floor = spec.budget if spec.budget_source == "explicit" else (spec.min_budget or 1.0)
+            queued.append((spec.deadline_at, timing.service_seconds(spec.steps, floor)))
+    return queued, running
+
+
+def seconds_allowed(now: float, deadline_at: float, own_min_seconds: float, queued: list[tuple[float, float]],
+                    running_seconds: float, workers: int) -> float:
+    """How long a starting (or running) job may still take so that it meets its own deadline *and*
+    every job queued behind it can still meet its deadline at its smallest budget.
+
+    Choosing each job's budget greedily — the largest that meets its own deadline — is what loses
+    deadlines under load: the early jobs of a burst take full budgets and the later ones find no time
+    left. Here queued job k finishes at ``now + (this job + other running + queued before k) / workers
+    + its own seconds`` (the queue shares the workers, as in ``queue_wait``), which bounds this job's
+    seconds. A queued job that would miss even if this one ran at its smallest budget is lost anyway
+    and does not hold the others back.
+    """
+    allowed = deadline_at - now
+    ahead_of_k = running_seconds
+    for queued_deadline, queued_seconds in queued:
+        bound = workers * (queued_deadline - now - queued_seconds) - ahead_of_k
+        if bound >= own_min_seconds:
+            allowed = min(allowed, bound)
+        ahead_of_k += queued_seconds
+    return allowed
+
+
+def work_ahead_at_floor(active_jobs, priority: int, timing: TimingModel, now: float) -> list[float]:
+    """``remaining_ahead`` with every queued SLA job at its smallest budget: the least the work ahead
+    shrinks to once workers re-plan those jobs for the ones behind them (``seconds_allowed``)."""
+    ahead = []
+    for record in active_jobs:
+        spec = record.spec
+        if record.status.value == "in_progress":
+            service = record.predicted_service_seconds or timing.service_seconds(spec.steps, spec.budget)
+            ahead.append(max(0.0, service - (now - (record.started_at or now))))
+        elif spec.priority <= priority:
+            floor = spec.budget if spec.budget_source == "explicit" else (spec.min_budget or 1.0)
+            ahead.append(timing.service_seconds(spec.steps, floor))
+    return ahead
+
+
+TARGET_UTILIZATION = 0.85  # of a model's workers, when budgets are capped by the arrival rate
+ARRIVAL_WINDOW_SECONDS = 60.0
+
+
+def arrival_rate(created_at: list[float], now: float, window: float = ARRIVAL_WINDOW_SECONDS) -> float | None:
+    """Recent jobs per second of a model, from its jobs' creation times: the ones created in the last
+    ``window`` seconds over the time since the oldest of them; None with fewer than 3 (too little to
+    go on, and too little load to need a cap)."""
+    recent = [t for t in created_at if now - window <= t <= now]
+    if len(recent) < 3:
+        return None
+    return len(recent) / max(now - min(recent), 1e-3)
+
+
+def load_capped_budget(rate: float | None, workers: int, timing: TimingModel, steps: int, min_budget: float,
+                       utilization: float = TARGET_UTILIZATION) -> float:
+    """The largest budget at which the model's workers keep up with ``rate`` jobs/s at ``utilization``.
+
+    Deadlines alone cannot see the jobs that have not arrived yet: under sustained load, jobs that
+    each take the largest budget meeting their own deadline overload the workers, the queue grows
+    and later jobs are refused. Capping the service time at utilization × workers / rate keeps the
+    queue stable, and spends the spare capacity as budget when the load is light (no cap below
+    one job per ``window``)."""
+    if rate is None or rate <= 0:
+        return 1.0
+    return choose_budget(utilization * workers / rate, 0.0, timing, steps, min_budget) or min_budget

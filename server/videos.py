@@ -12,19 +12,36 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from . import metrics
 from .auth import require_api_key
 from .errors import APIError
-from .jobs import JobRecord, JobStatus, input_key, new_job_id
-from .schemas import parse_create, resolve_request, video_object
-from .sla import plan_job, retry_after
-from .stores import IdempotencyConflict
+from .jobs import JobRecord, JobStatus, input_key, is_job_id, new_job_id
+from .schemas import VideoCreate, parse_create, resolve_request, video_object
+from .sla import plan_job, retry_after, work_ahead, work_ahead_at_floor
+from .stores import ActiveJobLimit, IdempotencyConflict
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 ApiKey = Annotated[str, Depends(require_api_key)]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# decoded size: a 20 MiB PNG of one colour can hold gigapixels (a decompression bomb); 4096² RGB is
+# 48 MiB decoded, far above any model's frame, and is refused from its header before any decoding
+MAX_IMAGE_PIXELS = 4096 * 4096
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+ACTIVE_LIMIT_RETRY_AFTER_SECONDS = 5  # a tiny job takes seconds: worth polling again soon, not hammering
+CARD_CACHE_SECONDS = 1.0
+
+# the create body, for the OpenAPI schema: the route reads JSON or multipart itself
+_CREATE_SCHEMA = VideoCreate.model_json_schema()
+_CREATE_MULTIPART_SCHEMA = {**_CREATE_SCHEMA, "properties": {
+    **_CREATE_SCHEMA["properties"], "input_reference": {"type": "string", "format": "binary"}}}
+CREATE_OPENAPI = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _CREATE_SCHEMA},
+    "multipart/form-data": {"schema": _CREATE_MULTIPART_SCHEMA},
+}}}
 
 
 def _services(request: Request):
@@ -37,7 +54,10 @@ async def _read_create_body(request: Request) -> tuple[dict[str, Any], bytes | N
     content_type = request.headers.get("content-type", "")
     image: bytes | None = None
     if content_type.startswith("multipart/form-data") or content_type.startswith("application/x-www-form-urlencoded"):
-        form = await request.form(max_part_size=MAX_IMAGE_BYTES)
+        try:
+            form = await request.form(max_part_size=MAX_IMAGE_BYTES)
+        except HTTPException as error:  # Starlette's answer to a malformed multipart body
+            raise APIError(400, "invalid_multipart", f"malformed form body: {error.detail}") from None
         fields: dict[str, Any] = {}
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
@@ -46,17 +66,29 @@ async def _read_create_body(request: Request) -> tuple[dict[str, Any], bytes | N
                 image = await value.read()
             else:
                 fields[name] = value
+        _refuse_unencodable(fields)
         return fields, image
     try:
         fields = json.loads(await request.body() or b"null")
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise APIError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise APIError(400, "invalid_json", "request body is nested too deeply") from None
     if not isinstance(fields, dict):
         raise APIError(400, "invalid_json", "request body must be a JSON object")
+    _refuse_unencodable(fields)
     reference = fields.pop("input_reference", None)
     if reference is not None:
         image = _image_from_reference(reference)
     return fields, image
+
+
+def _refuse_unencodable(fields: dict[str, Any]) -> None:
+    """JSON may spell lone UTF-16 surrogates (``"\\ud800"``); no store, log or response can encode them."""
+    try:
+        json.dumps(fields, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise APIError(400, "invalid_json", "request body holds unpaired UTF-16 surrogates (not Unicode text)") from None
 
 
 def _image_from_reference(reference: Any) -> bytes:
@@ -74,25 +106,44 @@ def _image_from_reference(reference: Any) -> bytes:
 
 
 def _normalise_image(data: bytes) -> bytes:
-    """Any readable image → PNG bytes; 422 if it is not an image."""
+    """A PNG, JPEG, WebP, GIF or BMP image → PNG bytes (its first frame); 413 when too large in bytes,
+    422 in pixels or when it is not a complete image of those formats. Worker processes only ever
+    see the PNGs this writes."""
     from PIL import Image, UnidentifiedImageError
 
     if len(data) > MAX_IMAGE_BYTES:
         raise APIError(413, "input_reference_too_large", f"input_reference: at most {MAX_IMAGE_BYTES} bytes",
                        "input_reference")
+    too_many_pixels = APIError(422, "input_reference_too_many_pixels",
+                               f"input_reference: more than {MAX_IMAGE_PIXELS} pixels", "input_reference")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > MAX_IMAGE_PIXELS:
+                raise too_many_pixels
+            image = image.convert("RGB")  # decodes; a truncated file raises here
             out = io.BytesIO()
             image.save(out, format="PNG")
             return out.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise APIError(422, "invalid_input_reference", "input_reference: not a readable image file",
-                       "input_reference") from None
+    except Image.DecompressionBombError:  # PIL's own, larger limit, checked when opening
+        raise too_many_pixels from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        # SyntaxError: some PIL decoders report a malformed header that way
+        raise APIError(422, "invalid_input_reference", f"input_reference: not a complete {', '.join(IMAGE_FORMATS)} "
+                       "image", "input_reference") from None
 
 
-def _find_card(store, model: str):
-    cards = store.models()
+def _live_cards(state) -> list:
+    """The live workers' model cards, re-read at most every ``CARD_CACHE_SECONDS``: they change at
+    heartbeat pace, and reading them (a scan plus every card's limits) is a fair share of a create."""
+    cached = getattr(state, "live_cards", None)
+    now = time.monotonic()
+    if cached is None or now - cached[0] > CARD_CACHE_SECONDS:
+        cached = state.live_cards = (now, state.store.models())
+    return cached[1]
+
+
+def _find_card(cards: list, model: str):
     for card in cards:
         if card.id == model:
             return card
@@ -101,10 +152,21 @@ def _find_card(store, model: str):
                    extra={"models": [card.id for card in cards]})
 
 
-def _plan_deadline(record: JobRecord, card, active: list[JobRecord], settings) -> None:
-    """Pick the budget for the deadline from the worker's timing model and the live queue (or 429)."""
+def _plan_deadline(record: JobRecord, card, queued_work: dict[int, float], running: list[JobRecord],
+                   settings, active_jobs=None) -> None:
+    """Pick the budget for the deadline from the worker's timing model and the live queue (or 429).
+    ``active_jobs()`` (the queue's records) is read only when the planned queue leaves no room."""
     spec, now = record.spec, time.time()
-    plan = plan_job(spec, card.timing, active, card.workers, now)
+    ahead = work_ahead(queued_work, running, spec.priority, card.timing, now)
+    plan = plan_job(spec, card.timing, ahead, card.workers, now)
+    if plan.budget is None and active_jobs is not None:
+        # the queued SLA jobs shrink when they start if jobs behind them need the time: admit this one
+        # if the queue at its smallest budgets leaves room, at its own smallest budget (re-planned at start)
+        floor_ahead = work_ahead_at_floor(active_jobs(), spec.priority, card.timing, now)
+        floor_spec = spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"})
+        floor_plan = plan_job(floor_spec, card.timing, floor_ahead, card.workers, now)
+        if floor_plan.completion_at <= spec.deadline_at:
+            plan = floor_plan
     if plan.budget is None:
         if not spec.best_effort:
             wait = retry_after(plan.fastest_completion_at - now, spec.deadline_at - now)
@@ -116,21 +178,25 @@ def _plan_deadline(record: JobRecord, card, active: list[JobRecord], settings) -
                            headers={"Retry-After": str(wait)},
                            extra={"predicted_seconds": round(plan.fastest_completion_at - now, 2)})
         plan = plan_job(spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"}),
-                        card.timing, active, card.workers, now)
+                        card.timing, ahead, card.workers, now)
     spec.budget = plan.budget
     record.predicted_service_seconds = round(plan.service_seconds, 3)
     record.predicted_completion_at = plan.completion_at
     spec.soft_time_limit = round(settings.time_limit_factor * plan.service_seconds + 60.0, 1)
 
 
-def _get_record(store, video_id: str) -> JobRecord:
+def _get_record(store, video_id: str, api_key: str) -> JobRecord:
+    """The job, if ``api_key`` may see it: another key's job is as absent as an unknown one (404, not
+    403, so ids cannot be probed). A malformed id is never looked up."""
+    if not is_job_id(video_id):
+        raise APIError(404, "video_not_found", "no video with that id (not a video id)", "video_id")
     record = store.get(video_id)
-    if record is None:
+    if record is None or (api_key and record.owner != api_key):
         raise APIError(404, "video_not_found", f"no video with id {video_id!r}", "video_id")
     return record
 
 
-@router.post("")
+@router.post("", openapi_extra=CREATE_OPENAPI)
 async def create_video(request: Request, api_key: ApiKey) -> JSONResponse:
     try:
         return await _create_video(request, api_key)
@@ -140,54 +206,67 @@ async def create_video(request: Request, api_key: ApiKey) -> JSONResponse:
 
 
 async def _create_video(request: Request, api_key: str) -> JSONResponse:
-    settings, store, queue, storage = _services(request)
     fields, image = await _read_create_body(request)
     body = parse_create(fields)
-    card = await run_in_threadpool(_find_card, store, body.model or settings.default_model)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise APIError(400, "invalid_idempotency_key",
+                       f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    # everything else blocks (store, broker, image decoding): one trip to the thread pool, not one per call
+    record, created = await run_in_threadpool(_accept_job, request.app.state, body, image, api_key, idempotency_key)
+    headers = {"openai-poll-after-ms": str(request.app.state.settings.poll_after_ms)}
+    if created:
+        metrics.SUBMISSIONS.labels(record.spec.model, record.spec.tier or "", record.spec.budget_source).inc()
+    else:
+        headers["idempotent-replayed"] = "true"
+    return JSONResponse(video_object(record), headers=headers)
+
+
+def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: str,
+                idempotency_key: str | None) -> tuple[JobRecord, bool]:
+    """Validate against the model, plan the budget, store and queue the job; the stored job (an
+    earlier one for a replayed idempotency key) and whether it is new."""
+    settings, store, queue, storage = state.settings, state.store, state.queue, state.storage
+    card = _find_card(_live_cards(state), body.model or settings.default_model)
     job_id = new_job_id()
     png = _normalise_image(image) if image is not None else None
     spec = resolve_request(body, card, png is not None, job_id, input_key(job_id) if png else None)
-    record = JobRecord(spec=spec)
+    record = JobRecord(spec=spec, owner=api_key)
     if card.timing is not None:
-        active = await run_in_threadpool(store.active_jobs, card.id)
-        _plan_deadline(record, card, active, settings)
+        _plan_deadline(record, card, store.queued_work(card.id), store.running_jobs(card.id), settings,
+                       active_jobs=lambda: store.active_jobs(card.id))
     elif card.seconds_per_step:  # a worker without a timing model: no SLA planning, a generous limit
         spec.soft_time_limit = round(settings.time_limit_factor * card.seconds_per_step * spec.steps + 60.0, 1)
 
-    idempotency_key = request.headers.get("idempotency-key")
     body_hash = None
     if idempotency_key:
         canonical = json.dumps(body.model_dump(), sort_keys=True) + (hashlib.sha256(png).hexdigest() if png else "")
         body_hash = hashlib.sha256(canonical.encode()).hexdigest()
         idempotency_key = f"{api_key[:16]}:{idempotency_key}"
 
-    submitted = record
-
-    def submit() -> tuple[JobRecord, bool]:
-        if png is not None:
-            storage.put_bytes(spec.input_key, png, "image/png")
-        record, created = store.create(submitted, idempotency_key, body_hash)
-        if created:
-            try:
-                queue.submit(spec)
-            except Exception as error:  # broker down: drop the job rather than leave it queued forever
-                store.delete(record.id)
-                storage.delete_prefix(f"videos/{record.id}/")
-                raise APIError(503, "queue_unavailable", f"could not queue the job: {error}",
-                               type="server_error") from None
-        return record, created
-
+    if png is not None:
+        storage.put_bytes(spec.input_key, png, "image/png")
     try:
-        record, created = await run_in_threadpool(submit)
+        stored, created = store.create(record, idempotency_key, body_hash,
+                                       settings.max_active_jobs_per_key if api_key else 0)
     except IdempotencyConflict as conflict:
         raise APIError(409, "idempotency_key_reused", "Idempotency-Key was already used with a different "
                        f"request body (job {conflict.job_id})", extra={"video_id": conflict.job_id}) from None
-    headers = {"openai-poll-after-ms": str(settings.poll_after_ms)}
+    except ActiveJobLimit as limit:
+        if png is not None:
+            storage.delete_prefix(f"videos/{job_id}/")
+        raise APIError(429, "too_many_active_jobs", f"this API key already has {limit.limit} queued or running "
+                       "jobs; wait for one to finish", type="rate_limit_error",
+                       headers={"Retry-After": str(ACTIVE_LIMIT_RETRY_AFTER_SECONDS)}) from None
     if created:
-        metrics.SUBMISSIONS.labels(spec.model, spec.tier or "", spec.budget_source).inc()
-    else:
-        headers["idempotent-replayed"] = "true"
-    return JSONResponse(video_object(record), headers=headers)
+        try:
+            queue.submit(spec)
+        except Exception as error:  # broker down: drop the job rather than leave it queued forever
+            store.delete(stored.id)
+            storage.delete_prefix(f"videos/{stored.id}/")
+            raise APIError(503, "queue_unavailable", f"could not queue the job: {error}",
+                           type="server_error") from None
+    return stored, created
 
 
 @router.get("")
@@ -199,7 +278,10 @@ def list_videos(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
     store = request.app.state.store
-    records, has_more = store.list(limit, after, newest_first=order == "desc")
+    if after is not None and not is_job_id(after):
+        records, has_more = [], False  # names no job, like an unknown id
+    else:
+        records, has_more = store.list(limit, after, newest_first=order == "desc", owner=api_key or None)
     data = [video_object(record) for record in records]
     return {
         "object": "list",
@@ -212,7 +294,7 @@ def list_videos(
 
 @router.get("/{video_id}")
 def retrieve_video(video_id: str, request: Request, response: Response, api_key: ApiKey) -> dict[str, Any]:
-    record = _get_record(request.app.state.store, video_id)
+    record = _get_record(request.app.state.store, video_id, api_key)
     if not record.status.terminal:
         response.headers["openai-poll-after-ms"] = str(request.app.state.settings.poll_after_ms)
     return video_object(record)
@@ -223,7 +305,7 @@ def delete_video(video_id: str, request: Request, api_key: ApiKey) -> dict[str, 
     """An active job is cancelled (its record stays, status ``cancelled``); a finished one is deleted
     with its files."""
     _, store, _, storage = _services(request)
-    record = _get_record(store, video_id)
+    record = _get_record(store, video_id, api_key)
     if not record.status.terminal:
         record = store.cancel(video_id) or record
         if record.status == JobStatus.cancelled:
@@ -237,7 +319,7 @@ def delete_video(video_id: str, request: Request, api_key: ApiKey) -> dict[str, 
 def download_video(video_id: str, request: Request, api_key: ApiKey,
                    variant: Literal["video", "thumbnail", "spritesheet"] = "video") -> Response:
     settings, store, _, storage = _services(request)
-    record = _get_record(store, video_id)
+    record = _get_record(store, video_id, api_key)
     if variant != "video":
         raise APIError(422, "unsupported_variant", f"variant: only 'video' is available, not {variant!r}", "variant")
     if record.status != JobStatus.completed or record.output_key is None:

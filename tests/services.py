@@ -86,11 +86,14 @@ def wait_until(predicate, timeout: float, what: str, process: Process | None = N
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f"\n{process.tail()}" if process else ""))
 
 
-def start_redis(directory: Path) -> tuple[Process, str]:
+def start_redis(directory: Path, appendonly: bool = False, port: int | None = None) -> tuple[Process, str]:
+    """A redis-server; ``appendonly``: durable (AOF, fsync on every write) so a restart on the same
+    ``port`` and ``directory`` brings every key back."""
     binary = require_binary("redis-server")
-    port = free_port()
-    process = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                       "--dir", str(directory)], directory / "redis.log")
+    port = port or free_port()
+    durability = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+    process = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability,
+                       "--dir", str(directory)], directory / f"redis-{time.monotonic_ns()}.log")
     import redis
 
     url = f"redis://127.0.0.1:{port}/0"

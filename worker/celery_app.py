@@ -7,16 +7,25 @@ pipeline's deterministic output keys make the re-run idempotent. Messages are JS
 
 Each worker process loads its model once, in a thread started by ``worker_process_init`` (so the
 process answers the parent's liveness check while weights load), then heartbeats its model card.
+A pool process that dies (OOM kill, hard time limit) is replaced quickly: the model code is imported
+once in the main process before the pool forks, and the replacement reuses the timing model its
+predecessor measured instead of calibrating again.
+
+A job stuck past its hard time limit (a step that never returns, so the pipeline's own per-step
+limit check cannot fire) is killed with its pool process by Celery; the worker's main process then
+fails the job as ``timeout`` (``GenerateVideoTask.on_failure``) and Celery starts a fresh process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
+from celery.exceptions import TimeLimitExceeded
 
 from server.queues import BROKER_TRANSPORT_OPTIONS, SHADOW_TASK_NAME, TASK_NAME
 from server.settings import ServiceSettings
@@ -24,6 +33,7 @@ from server.settings import ServiceSettings
 log = logging.getLogger("hsa.worker")
 
 MODEL_ENV = "HSA_WORKER_MODEL"
+WORKER_IDENTITY_ENV = "HSA_WORKER_IDENTITY"  # set by the main process itself, not by operators
 MODEL_LOAD_TIMEOUT_SECONDS = 1800.0
 
 app = Celery("hsa-worker")
@@ -38,6 +48,10 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,
+    # a broker reconnect re-queues the running job's message; the run in progress is kept (not
+    # cancelled) and a duplicate delivery finds the job finished and skips it, or finishes second
+    # and changes nothing (same output key, compare-and-set finish)
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     broker_transport_options=BROKER_TRANSPORT_OPTIONS,  # priorities per tier, visibility timeout
 )
 
@@ -73,13 +87,18 @@ class _ProcessState:
             settings = ServiceSettings()
             model = os.environ.get(MODEL_ENV, settings.default_model)
             started = time.perf_counter()
-            runner = load_runner(model, **_runner_options(model, settings))
+            timing_file = settings.data_dir / "timing" / f"{model}-{os.getppid()}.json"  # this worker's pool only
+            runner = load_runner(model, **_runner_options(model, settings, timing_file))
+            if getattr(runner, "timing", None) is not None:
+                timing_file.parent.mkdir(parents=True, exist_ok=True)
+                timing_file.write_text(runner.timing.model_dump_json())
             metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
             metrics.init_worker(model)
             store, storage = open_job_store_for(settings), open_object_store(settings)
             self.shadow = ShadowReference(runner, store, storage)
             self.pipeline = JobPipeline(runner, store, storage, settings, submit_shadow=_queue_shadow)
             self.heartbeat = Heartbeat(store, runner.card, settings.worker_heartbeat_seconds).start()
+            self.reaper = OrphanReaper(store, model, settings).start()
             log.info("model %s loaded; serving queue hsa.%s", model, model)
         except BaseException as error:
             log.exception("model failed to load")
@@ -88,13 +107,64 @@ class _ProcessState:
             self.ready.set()
 
 
-def _runner_options(model: str, settings: ServiceSettings) -> dict:
+def worker_identity() -> str:
+    """This worker as running jobs name it (``claim``): host and main process id. Set in the main
+    process before the pool forks, so pool processes (and the solo pool's main process) agree."""
+    return os.environ.setdefault(WORKER_IDENTITY_ENV, f"{socket.gethostname()}-{os.getpid()}")
+
+
+class WorkerAliveBeat:
+    """The worker's main process says it is alive, every heartbeat interval, for 3 intervals. Jobs are
+    claimed in its name, so a pool process crash (which Celery itself recovers from) does not make them
+    orphans; only the death of the whole worker does."""
+
+    def __init__(self, settings: ServiceSettings):
+        from server.settings import open_job_store_for
+
+        self.store, self.interval = open_job_store_for(settings), settings.worker_heartbeat_seconds
+        self.identity = worker_identity()
+        threading.Thread(target=self._loop, name="hsa-worker-alive", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.store.mark_worker_alive(self.identity, ttl_seconds=3 * self.interval)
+            except Exception as error:  # the store may be briefly unreachable; keep beating
+                log.warning("worker heartbeat failed: %s", error)
+            time.sleep(self.interval)
+
+
+def _runner_options(model: str, settings: ServiceSettings, timing_file) -> dict:
     if model == "tiny":
-        return {"weights": settings.tiny_weights, "threads": settings.torch_threads}
+        from server.sla import TimingModel
+
+        timing = TimingModel.model_validate_json(timing_file.read_text()) if timing_file.exists() else None
+        return {"weights": settings.tiny_weights, "threads": settings.torch_threads, "timing": timing}
     return {}
 
 
 _state = _ProcessState()
+
+
+@signals.worker_init.connect
+def _import_model_code_before_forking(**_) -> None:
+    worker_identity()  # fixed here, in the main process, for every pool process it forks
+    # torch, diffusers' Wan model and the rest of the job's code, once in the main process: every pool
+    # process, first or replacement, inherits them instead of spending seconds importing (importing
+    # starts no torch threads, so forking after it is safe)
+    from diffusers import WanTransformer3DModel  # noqa: F401  (resolved lazily by diffusers: the slow part)
+
+    import hsa_core.adapters.wan  # noqa: F401
+    import hsa_core.media  # noqa: F401
+    import hsa_core.tiny.model  # noqa: F401
+
+    from . import pipeline, runners  # noqa: F401
+
+
+@signals.worker_ready.connect
+def _beat_while_alive(**_) -> None:
+    if ServiceSettings().redis_url:  # the claims and the reaper exist for the Redis deployment
+        WorkerAliveBeat(ServiceSettings())
 
 
 @signals.worker_process_init.connect
@@ -108,11 +178,86 @@ def _stop_heartbeat(**_) -> None:
         _state.heartbeat.stop()
 
 
-@app.task(name=TASK_NAME, bind=True, ignore_result=True)
+class OrphanReaper:
+    """Re-queues the jobs of workers that died whole (main process and pool at once, or their host).
+
+    Celery re-queues the job of a lost pool process by itself, but when the worker's main process dies
+    too, the job's message waits in Redis for the 6 h visibility timeout. Every running job names the
+    worker that runs it (``claim``), whose main process keeps a heartbeat (``WorkerAliveBeat``); once
+    that has expired, any live worker of the model moves the job back to ``queued`` (compare-and-set:
+    one reaper wins) and sends it again. The stale message, re-delivered hours later, finds the job
+    finished and is skipped.
+    """
+
+    def __init__(self, store, model: str, settings: ServiceSettings):
+        self.store, self.model, self.settings = store, model, settings
+        self._stop = threading.Event()
+
+    def start(self) -> "OrphanReaper":
+        threading.Thread(target=self._loop, name="hsa-orphan-reaper", daemon=True).start()
+        return self
+
+    def _loop(self) -> None:
+        from server.queues import CeleryJobQueue
+
+        queue = CeleryJobQueue(self.settings.redis_url)
+        while not self._stop.wait(self.settings.worker_heartbeat_seconds):
+            try:
+                for record in self.store.orphaned_jobs(self.model):
+                    if self.store.requeue(record):
+                        queue.submit(record.spec)
+                        log.warning("job %s re-queued: its worker stopped heartbeating", record.id)
+            except Exception as error:  # the store may be briefly unreachable; try again next beat
+                log.warning("orphan check failed: %s", error)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class GenerateVideoTask(Task):
+    _store = None  # the main process's own job store connection, opened on the first hard timeout
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Celery calls this in the worker's main process after killing a pool process at the hard
+        # limit; the job would otherwise stay in_progress forever (the task is acknowledged, not retried)
+        if isinstance(exc, TimeLimitExceeded):
+            fail_after_hard_time_limit(self, task_id, exc)
+
+
+def fail_after_hard_time_limit(task: GenerateVideoTask, job_id: str, exc: TimeLimitExceeded) -> None:
+    from server import metrics
+    from server.jobs import ErrorInfo, JobStatus
+    from server.schemas import video_object
+    from server.settings import open_job_store_for
+    from server.webhooks import deliver, event_payload
+
+    settings = ServiceSettings()
+    if task._store is None:
+        task._store = open_job_store_for(settings)
+    record = task._store.get(job_id)
+    if record is None or record.status != JobStatus.in_progress:
+        return
+    record.status = JobStatus.failed
+    record.error = ErrorInfo(code="timeout", message=f"the job ran past its hard time limit of {exc.args[0]} s "
+                             "inside one step; its worker process was replaced")
+    record.completed_at = time.time()
+    if not task._store.finish(record):  # cancelled meanwhile
+        return
+    log.error("job %s failed: hard time limit (%s s) exceeded", job_id, exc.args[0])
+    metrics.observe_job(record)
+    if record.spec.webhook_url:
+        payload = event_payload("video.failed", video_object(record))
+        threading.Thread(target=deliver, name=f"webhook-{job_id}", daemon=True,
+                         args=(record.spec.webhook_url, payload, settings.webhook_secret,
+                               settings.webhook_max_attempts, settings.webhook_backoff_seconds)).start()
+
+
+@app.task(name=TASK_NAME, bind=True, ignore_result=True, base=GenerateVideoTask)
 def generate_video(self, message: dict) -> str:
     _state.start_loading()  # solo/threads pools have no worker_process_init: load on first use
     if not _state.ready.wait(MODEL_LOAD_TIMEOUT_SECONDS) or _state.pipeline is None:
         raise RuntimeError(f"model not available in this worker: {_state.error}")
+    _state.pipeline.store.claim(message["job_id"], worker_identity())  # for OrphanReaper
     return _state.pipeline.run(message)
 
 

@@ -22,7 +22,7 @@ from server import metrics
 from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, output_key
 from server.schemas import video_object
 from server.settings import ServiceSettings
-from server.sla import choose_budget
+from server.sla import arrival_rate, choose_budget, load_capped_budget, queued_behind, seconds_allowed
 from server.webhooks import deliver, event_payload
 
 from .shadow import wants_shadow
@@ -30,6 +30,7 @@ from .shadow import wants_shadow
 log = logging.getLogger("hsa.worker")
 
 MAX_ATTEMPTS = 3  # deliveries of one job (worker crashes) before it is failed for good
+ARRIVAL_SAMPLE = 100  # newest jobs read to estimate a model's arrival rate at job start
 DENOISE_PROGRESS = 95.0  # progress reached when sampling ends; MP4 encoding and upload fill the rest
 
 
@@ -137,8 +138,11 @@ class JobPipeline:
         record.status, record.progress = JobStatus.completed, 100.0
         record.output_key, record.stats = key, figures
         record.completed_at, record.expires_at = now, now + self.settings.output_ttl_seconds
-        if not self.store.finish(record):  # cancelled between the last step and here
-            self.storage.delete_prefix(key)
+        if not self.store.finish(record):
+            # cancelled between the last step and here — or completed by a duplicate delivery (a
+            # broker reconnect re-queues running jobs), whose MP4 under the same key must stay
+            if self.store.is_cancelled(spec.job_id):
+                self.storage.delete_prefix(key)
             raise JobCancelled(spec.job_id)
         log.info("job %s completed in %.2f s (compute fraction %s)", spec.job_id, record.timings["total"],
                  figures.get("achieved_compute_fraction"))
@@ -150,27 +154,54 @@ class JobPipeline:
                 log.warning("could not queue the shadow reference of job %s: %s", spec.job_id, error)
 
     def _plan_at_start(self, record: JobRecord):
-        """Re-plan an SLA job's budget from the time actually left, and return the in-flight controller
-        that lowers the rest of the budget at HSA's refresh points when the job runs late."""
+        """Re-plan an SLA job's budget from the time actually left and the queue behind it, and return
+        the in-flight controller that re-plans the rest of the budget at HSA's refresh points."""
         spec = record.spec
         timing = getattr(self.runner, "timing", None)
         if spec.budget_source != "sla" or timing is None or spec.deadline_at is None:
             return None
         floor = spec.min_budget or 1.0
-        now = time.time()
-        spec.budget = choose_budget(spec.deadline_at - now, 0.0, timing, spec.steps, floor) or floor
-        if spec.budget >= 1.0 and timing.service_seconds(spec.steps, 1.0) < 0.5 * (spec.deadline_at - now):
-            return None  # plenty of time: run the plain full-budget path, no controller
+        fixed = timing.job_seconds_fixed  # decode, MP4 and upload: after the last step
+
+        def allowed_seconds(remaining_min_seconds: float) -> tuple[float, bool]:
+            now = time.time()
+            queued, running = queued_behind(self.store.active_jobs(spec.model), spec.job_id, timing, now)
+            allowed = seconds_allowed(now, spec.deadline_at, remaining_min_seconds, queued, running,
+                                      self._workers(spec.model))
+            return allowed, bool(queued)
+
+        allowed, queue_behind = allowed_seconds(timing.service_seconds(spec.steps, floor))
+        spec.budget = min(choose_budget(allowed, 0.0, timing, spec.steps, floor) or floor,
+                          load_capped_budget(self._arrival_rate(spec.model), self._workers(spec.model), timing,
+                                             spec.steps, floor))
+        if spec.budget >= 1.0 and not queue_behind and timing.service_seconds(spec.steps, 1.0) < 0.5 * allowed:
+            return None  # idle queue, plenty of time: run the plain full-budget path, no controller
 
         def replan(step: int, elapsed: float) -> float | None:
-            left = spec.deadline_at - time.time() - timing.job_seconds_fixed
-            remaining_steps = spec.steps - step
-            per_step = left / (timing.factor * remaining_steps) - timing.step_seconds_fixed
             if timing.step_seconds_per_budget <= 0:
                 return None
+            remaining_steps = spec.steps - step
+            least = timing.factor * remaining_steps * (timing.step_seconds_fixed + timing.step_seconds_per_budget * floor)
+            allowed, _ = allowed_seconds(least + fixed)
+            per_step = (allowed - fixed) / (timing.factor * remaining_steps) - timing.step_seconds_fixed
             return max(floor, min(1.0, per_step / timing.step_seconds_per_budget))
 
         return replan
+
+    def _arrival_rate(self, model: str) -> float | None:
+        """Jobs per second recently submitted for ``model`` (from the newest jobs in the store)."""
+        try:
+            records, _ = self.store.list(ARRIVAL_SAMPLE, newest_first=True)
+        except Exception:  # the store blinked: no cap
+            return None
+        return arrival_rate([r.created_at for r in records if r.spec.model == model], time.time())
+
+    def _workers(self, model: str) -> int:
+        """Live workers serving ``model`` (their heartbeats), this one included."""
+        try:
+            return max(1, next((card.workers for card in self.store.models() if card.id == model), 1))
+        except Exception:  # the store blinked: plan as if alone (conservative)
+            return 1
 
     def _fail(self, record: JobRecord, code: str, message: str) -> str:
         record.status = JobStatus.failed

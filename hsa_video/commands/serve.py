@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model of the embedded worker (default HSA_DEFAULT_MODEL, tiny)")
     parser.add_argument("--no-worker", action="store_true", help="run only the gateway, even without a broker")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway processes sharing the port (default 1; needs HSA_REDIS_URL when above 1)")
 
 
 class WorkerSupervisor:
@@ -85,7 +87,14 @@ def run(args: argparse.Namespace) -> int:
     elif settings.redis_url:
         log.info("gateway mode: jobs go through %s; start workers with `hsa-video worker`", settings.redis_url)
     try:
-        uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+        if args.workers > 1:
+            if settings.redis_url is None:
+                raise ValueError("--workers above 1 needs HSA_REDIS_URL: the one-process mode has one gateway")
+            # each process builds its own app (and clients) from the same HSA_* settings
+            uvicorn.run("server.app:build_app", factory=True, workers=args.workers, host=args.host,
+                        port=args.port, log_level=args.log_level)
+        else:
+            uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     finally:
         if supervisor is not None:
             supervisor.stop()

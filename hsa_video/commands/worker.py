@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
         from worker.celery_app import app
 
         app.worker_main(["worker", "--queues", queue_name(model), "--concurrency", str(args.concurrency),
-                         "--pool", args.pool, "--hostname", f"{model}@%h", "--loglevel", args.log_level.upper()])
+                         # the pid keeps node names unique when a host runs one worker per GPU
+                         "--pool", args.pool, "--hostname", f"{model}-{os.getpid()}@%h",
+                         "--loglevel", args.log_level.upper()])
         return 0
 
     from worker.embedded import run_embedded_worker

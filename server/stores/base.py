@@ -18,19 +18,31 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
+class ActiveJobLimit(Exception):
+    """The owner already has its maximum of queued + running jobs."""
+
+    def __init__(self, limit: int):
+        super().__init__(limit)
+        self.limit = limit
+
+
 class JobStore(Protocol):
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
 
     def create(self, record: JobRecord, idempotency_key: str | None = None,
-               body_hash: str | None = None) -> tuple[JobRecord, bool]:
+               body_hash: str | None = None, max_active: int = 0) -> tuple[JobRecord, bool]:
         """Store a new job; with a key seen before, return that job and False (or raise
-        ``IdempotencyConflict`` if it came with a different body hash)."""
+        ``IdempotencyConflict`` if it came with a different body hash). With ``max_active`` > 0, raise
+        ``ActiveJobLimit`` instead when ``record.owner`` already has that many active jobs (atomic:
+        concurrent creates cannot overshoot)."""
 
     def get(self, job_id: str) -> JobRecord | None: ...
 
-    def list(self, limit: int, after: str | None = None, newest_first: bool = True) -> tuple[list[JobRecord], bool]:
-        """One page of jobs after the job ``after`` (exclusive) and whether more follow."""
+    def list(self, limit: int, after: str | None = None, newest_first: bool = True,
+             owner: str | None = None) -> tuple[list[JobRecord], bool]:
+        """One page of jobs (of ``owner`` only, when given) after the job ``after`` (exclusive) and
+        whether more follow."""
 
     def start(self, job_id: str) -> JobRecord | None:
         """queued/in_progress → in_progress (a re-delivered job restarts); None if the job is terminal or gone."""
@@ -57,6 +69,12 @@ class JobStore(Protocol):
         """Cards of the models live workers serve (one per model id; ``workers`` counts them)."""
 
     def queue_depth(self, model: str) -> int: ...
+
+    def queued_work(self, model: str) -> dict[int, float]:
+        """Predicted service seconds of ``model``'s queued jobs, summed per priority (the SLA planner's
+        queue, read in constant time on Redis)."""
+
+    def running_jobs(self, model: str) -> list[JobRecord]: ...
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         """Queued and in-progress jobs of ``model`` (the SLA planner's view of the queue)."""

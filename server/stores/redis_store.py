@@ -6,10 +6,18 @@ Keys (prefix ``hsa:``)::
     jobs                sorted set of ids by creation time (listing)
     queued:{model}      set of queued ids (queue depth per model)
     running:{model}     set of in-progress ids
+    queued_work:{model} hash priority → predicted service seconds of the queued jobs (the SLA
+                        planner's view of the queue, O(1) to read however long the queue is)
+    owner:{o}:jobs      sorted set of one API key's ids by creation time (its listing)
+    owner:{o}:active    set of one API key's queued + in-progress ids (its concurrent-job cap)
     idem:{key}          JSON {body_hash, job_id}, expires after ``idempotency_ttl``
     model:{id}:{worker} a live worker's card, expires unless the worker heartbeats
+    worker:{host-pid}   a live Celery worker (its main process), expires unless it heartbeats; a
+                        running job's hash names it (``worker``) so its jobs can be re-queued if it dies
 
 Status changes are compare-and-set Lua scripts, so a cancel racing a worker's finish has one winner.
+Commands that fail on a dropped connection are retried with backoff for about 15 s, so gateways and
+workers ride out a Redis restart instead of failing the requests and jobs in flight.
 """
 
 from __future__ import annotations
@@ -18,19 +26,31 @@ import json
 import time
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ..jobs import JobRecord, JobStatus, ModelCard
-from .base import IdempotencyConflict, merge_cards
+from .base import ActiveJobLimit, IdempotencyConflict, merge_cards
 
-# KEYS[1] job hash; ARGV[1] allowed current statuses (comma-separated); ARGV[2] new status;
-# ARGV[3] new record JSON or ""; returns 1 when the transition happened
+# 0.05, 0.1, 0.2, 0.4, 0.8, then 1 s per try: ~15 s of outage ridden out (a restart takes ~1 s)
+RECONNECT_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
+
+# KEYS[1] job hash, KEYS[2] (optional) the model's queued_work hash; ARGV[1] allowed current statuses
+# (comma-separated); ARGV[2] new status; ARGV[3] new record JSON or ""; ARGV[4] new progress or ""
+# (absent: unchanged); returns 1 when the transition happened. One script, so no reader sees the new
+# status with the old progress, and a job leaves the queued work exactly once.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
 for allowed in string.gmatch(ARGV[1], '[^,]+') do
   if allowed == current then
+    if current == 'queued' and ARGV[2] ~= 'queued' and KEYS[2] then
+      local priority, work = unpack(redis.call('HMGET', KEYS[1], 'priority', 'work'))
+      if work then redis.call('HINCRBYFLOAT', KEYS[2], priority, -tonumber(work)) end
+    end
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'record', ARGV[3]) end
+    if ARGV[4] and ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
     return 1
   end
 end
@@ -38,13 +58,19 @@ return 0
 """
 
 
+_SET_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'status') == 'in_progress' then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
+"""
+
+
 class RedisJobStore:
     def __init__(self, url: str, prefix: str = "hsa:", idempotency_ttl: int = 24 * 3600):
         self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
-                                          health_check_interval=30)
+                                          health_check_interval=30, retry=RECONNECT_RETRY)
         self.prefix = prefix
         self.idempotency_ttl = idempotency_ttl
         self._transition = self.redis.register_script(_TRANSITION)
+        self._set_progress = self.redis.register_script(_SET_PROGRESS)
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -68,7 +94,7 @@ class RedisJobStore:
         return JobRecord.model_validate(data)
 
     def create(self, record: JobRecord, idempotency_key: str | None = None,
-               body_hash: str | None = None) -> tuple[JobRecord, bool]:
+               body_hash: str | None = None, max_active: int = 0) -> tuple[JobRecord, bool]:
         if idempotency_key is not None:
             claim = json.dumps({"body_hash": body_hash, "job_id": record.id})
             idem_key = self._key("idem", idempotency_key)
@@ -81,10 +107,28 @@ class RedisJobStore:
                     if existing is not None:
                         return existing, False
                 self.redis.set(idem_key, claim, ex=self.idempotency_ttl)  # the earlier job is gone
+        active = self._key("owner", record.owner, "active")
+        if max_active:
+            # claim a slot first and count after (one transaction): concurrent creates may refuse
+            # each other near the cap, but can never both take the last slot
+            pipe = self.redis.pipeline()
+            pipe.sadd(active, record.id)
+            pipe.scard(active)
+            if pipe.execute()[1] > max_active:
+                self.redis.srem(active, record.id)
+                if idempotency_key is not None:
+                    self.redis.delete(self._key("idem", idempotency_key))
+                raise ActiveJobLimit(max_active)
+        work = record.predicted_service_seconds or 0.0
         pipe = self.redis.pipeline()
         pipe.hset(self._key("job", record.id), mapping={
-            "status": record.status.value, "progress": record.progress, "record": self._dump(record)})
+            "status": record.status.value, "progress": record.progress, "record": self._dump(record),
+            "priority": record.spec.priority, "work": work})
+        if work:
+            pipe.hincrbyfloat(self._key("queued_work", record.spec.model), str(record.spec.priority), work)
         pipe.zadd(self._key("jobs"), {record.id: record.created_at})
+        pipe.zadd(self._key("owner", record.owner, "jobs"), {record.id: record.created_at})
+        pipe.sadd(active, record.id)
         pipe.sadd(self._key("queued", record.spec.model), record.id)
         pipe.execute()
         return record, True
@@ -92,8 +136,9 @@ class RedisJobStore:
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self.redis.hgetall(self._key("job", job_id)))
 
-    def list(self, limit: int, after: str | None = None, newest_first: bool = True) -> tuple[list[JobRecord], bool]:
-        index = self._key("jobs")
+    def list(self, limit: int, after: str | None = None, newest_first: bool = True,
+             owner: str | None = None) -> tuple[list[JobRecord], bool]:
+        index = self._key("jobs") if owner is None else self._key("owner", owner, "jobs")
         rank_of = self.redis.zrevrank if newest_first else self.redis.zrank
         range_of = self.redis.zrevrange if newest_first else self.redis.zrange
         start = 0
@@ -119,26 +164,26 @@ class RedisJobStore:
         record.started_at = time.time()
         record.attempts += 1
         record.progress = 0.0
-        if not self._transition(keys=[self._key("job", job_id)],
-                                args=["queued,in_progress", "in_progress", self._dump(record)]):
+        if not self._transition(keys=[self._key("job", job_id), self._key("queued_work", record.spec.model)],
+                                args=["queued,in_progress", "in_progress", self._dump(record), 0.0]):
             return None
         pipe = self.redis.pipeline()
-        pipe.hset(self._key("job", job_id), "progress", 0.0)
         pipe.srem(self._key("queued", record.spec.model), job_id)
         pipe.sadd(self._key("running", record.spec.model), job_id)
         pipe.execute()
         return record
 
     def set_progress(self, job_id: str, progress: float) -> None:
-        self.redis.hset(self._key("job", job_id), "progress", round(progress, 2))
+        # only while running: a duplicate delivery still computing must not rewind a finished job
+        self._set_progress(keys=[self._key("job", job_id)], args=[round(progress, 2)])
 
     def finish(self, record: JobRecord) -> bool:
         pipe_ok = self._transition(keys=[self._key("job", record.id)],
-                                   args=["in_progress", record.status.value, self._dump(record)])
+                                   args=["in_progress", record.status.value, self._dump(record), record.progress])
         if pipe_ok:
             pipe = self.redis.pipeline()
-            pipe.hset(self._key("job", record.id), "progress", record.progress)
             pipe.srem(self._key("running", record.spec.model), record.id)
+            pipe.srem(self._key("owner", record.owner, "active"), record.id)
             pipe.execute()
         return bool(pipe_ok)
 
@@ -150,11 +195,12 @@ class RedisJobStore:
             return record
         record.status = JobStatus.cancelled
         record.completed_at = time.time()
-        if self._transition(keys=[self._key("job", job_id)],
+        if self._transition(keys=[self._key("job", job_id), self._key("queued_work", record.spec.model)],
                             args=["queued,in_progress", "cancelled", self._dump(record)]):
             pipe = self.redis.pipeline()
             pipe.srem(self._key("queued", record.spec.model), job_id)
             pipe.srem(self._key("running", record.spec.model), job_id)
+            pipe.srem(self._key("owner", record.owner, "active"), job_id)
             pipe.execute()
         return self.get(job_id)
 
@@ -174,6 +220,11 @@ class RedisJobStore:
         if record is not None:
             pipe.srem(self._key("queued", record.spec.model), job_id)
             pipe.srem(self._key("running", record.spec.model), job_id)
+            pipe.zrem(self._key("owner", record.owner, "jobs"), job_id)
+            pipe.srem(self._key("owner", record.owner, "active"), job_id)
+            if record.status == JobStatus.queued and record.predicted_service_seconds:
+                pipe.hincrbyfloat(self._key("queued_work", record.spec.model), str(record.spec.priority),
+                                  -record.predicted_service_seconds)
         return bool(pipe.execute()[0])
 
     # workers -------------------------------------------------------------------------------------
@@ -195,6 +246,58 @@ class RedisJobStore:
 
     def queue_depth(self, model: str) -> int:
         return int(self.redis.scard(self._key("queued", model)))
+
+    # orphans: jobs whose worker died with its whole host (Celery re-delivers those only after the
+    # 6 h visibility timeout; a lost pool process alone is re-queued by Celery at once)
+
+    def claim(self, job_id: str, worker: str) -> None:
+        """Record which worker (its main process) is about to run the job."""
+        self.redis.hset(self._key("job", job_id), "worker", worker)
+
+    def mark_worker_alive(self, worker: str, ttl_seconds: float) -> None:
+        self.redis.set(self._key("worker", worker), 1, px=max(1, int(ttl_seconds * 1000)))
+
+    def orphaned_jobs(self, model: str) -> list[JobRecord]:
+        """In-progress jobs of ``model`` whose worker's heartbeat expired (the worker is gone)."""
+        ids = list(self.redis.smembers(self._key("running", model)))
+        pipe = self.redis.pipeline()
+        for job_id in ids:
+            pipe.hget(self._key("job", job_id), "worker")
+        workers = pipe.execute()
+        claimed = [(job_id, worker) for job_id, worker in zip(ids, workers) if worker]
+        pipe = self.redis.pipeline()
+        for _, worker in claimed:
+            pipe.exists(self._key("worker", worker))
+        alive = pipe.execute()
+        records = [self.get(job_id) for (job_id, _), live in zip(claimed, alive) if not live]
+        return [r for r in records if r is not None and r.status == JobStatus.in_progress]
+
+    def requeue(self, record: JobRecord) -> bool:
+        """in_progress → queued (once: concurrent reapers race on the compare-and-set)."""
+        record.status, record.progress = JobStatus.queued, 0.0
+        if not self._transition(keys=[self._key("job", record.id)],
+                                args=["in_progress", "queued", self._dump(record), 0.0]):
+            return False
+        work = record.predicted_service_seconds or 0.0
+        pipe = self.redis.pipeline()
+        pipe.hdel(self._key("job", record.id), "worker")
+        pipe.srem(self._key("running", record.spec.model), record.id)
+        pipe.sadd(self._key("queued", record.spec.model), record.id)
+        if work:
+            pipe.hincrbyfloat(self._key("queued_work", record.spec.model), str(record.spec.priority), work)
+        pipe.execute()
+        return True
+
+    def queued_work(self, model: str) -> dict[int, float]:
+        work = self.redis.hgetall(self._key("queued_work", model))
+        return {int(priority): max(0.0, float(seconds)) for priority, seconds in work.items()}  # float drift
+
+    def running_jobs(self, model: str) -> list[JobRecord]:
+        pipe = self.redis.pipeline()
+        for job_id in self.redis.smembers(self._key("running", model)):
+            pipe.hgetall(self._key("job", job_id))
+        records = [self._load(fields) for fields in pipe.execute()]
+        return [r for r in records if r is not None and r.status == JobStatus.in_progress]
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         ids = self.redis.sunion(self._key("queued", model), self._key("running", model))

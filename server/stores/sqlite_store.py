@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..jobs import JobRecord, JobStatus, ModelCard
-from .base import IdempotencyConflict, merge_cards
+from .base import ActiveJobLimit, IdempotencyConflict, merge_cards
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     progress REAL NOT NULL DEFAULT 0,
     record TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 3
+    priority INTEGER NOT NULL DEFAULT 3,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS workers (
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq);
 CREATE INDEX IF NOT EXISTS jobs_by_priority ON jobs (status, model, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, seq);
 """
 
 
@@ -58,6 +60,8 @@ class SqliteJobStore:
         columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
         if "priority" not in columns:  # a job file from before queue priorities
             db.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 3")
+        if "owner" not in columns:  # a job file from before per-key tenancy
+            db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         db.executescript(_INDEXES)
 
     def _connection(self) -> sqlite3.Connection:
@@ -100,7 +104,7 @@ class SqliteJobStore:
         return JobRecord.model_validate(data)
 
     def create(self, record: JobRecord, idempotency_key: str | None = None,
-               body_hash: str | None = None) -> tuple[JobRecord, bool]:
+               body_hash: str | None = None, max_active: int = 0) -> tuple[JobRecord, bool]:
         with self._transaction() as db:
             if idempotency_key is not None:
                 now = time.time()
@@ -116,28 +120,37 @@ class SqliteJobStore:
                         return existing, False
                 db.execute("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
                            (idempotency_key, body_hash, record.id, now + self.idempotency_ttl))
+            if max_active and db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'in_progress')",
+                    (record.owner,)).fetchone()[0] >= max_active:
+                raise ActiveJobLimit(max_active)  # rolls the transaction back, idempotency claim included
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            db.execute("INSERT INTO jobs (id, seq, model, status, progress, record, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO jobs (id, seq, model, status, progress, record, priority, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (record.id, seq, record.spec.model, record.status.value, record.progress, self._dump(record),
-                        record.spec.priority))
+                        record.spec.priority, record.owner))
         return record, True
 
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self._connection().execute(
             "SELECT status, progress, record FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def list(self, limit: int, after: str | None = None, newest_first: bool = True) -> tuple[list[JobRecord], bool]:
+    def list(self, limit: int, after: str | None = None, newest_first: bool = True,
+             owner: str | None = None) -> tuple[list[JobRecord], bool]:
         db = self._connection()
         order, compare = ("DESC", "<") if newest_first else ("ASC", ">")
+        # "owner IS ?" with NULL would match nothing; "? IS NULL OR" keeps one query for both cases
         if after is None:
-            rows = db.execute(f"SELECT status, progress, record FROM jobs ORDER BY seq {order} LIMIT ?",
-                              (limit + 1,)).fetchall()
+            rows = db.execute(f"SELECT status, progress, record FROM jobs WHERE (? IS NULL OR owner = ?) "
+                              f"ORDER BY seq {order} LIMIT ?", (owner, owner, limit + 1)).fetchall()
         else:
-            anchor = db.execute("SELECT seq FROM jobs WHERE id = ?", (after,)).fetchone()
+            anchor = db.execute("SELECT seq FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
+                                (after, owner, owner)).fetchone()
             if anchor is None:
                 return [], False
             rows = db.execute(f"SELECT status, progress, record FROM jobs WHERE seq {compare} ? "
-                              f"ORDER BY seq {order} LIMIT ?", (anchor[0], limit + 1)).fetchall()
+                              f"AND (? IS NULL OR owner = ?) ORDER BY seq {order} LIMIT ?",
+                              (anchor[0], owner, owner, limit + 1)).fetchall()
         return [self._load(row) for row in rows[:limit]], len(rows) > limit
 
     # transitions ---------------------------------------------------------------------------------
@@ -215,6 +228,17 @@ class SqliteJobStore:
     def models(self) -> list[ModelCard]:
         rows = self._connection().execute("SELECT card FROM workers WHERE expires > ?", (time.time(),)).fetchall()
         return merge_cards([ModelCard.model_validate_json(row[0]) for row in rows])
+
+    def queued_work(self, model: str) -> dict[int, float]:
+        rows = self._connection().execute(
+            "SELECT priority, SUM(COALESCE(json_extract(record, '$.predicted_service_seconds'), 0)) FROM jobs "
+            "WHERE status = 'queued' AND model = ? GROUP BY priority", (model,)).fetchall()
+        return {priority: seconds for priority, seconds in rows if seconds}
+
+    def running_jobs(self, model: str) -> list[JobRecord]:
+        rows = self._connection().execute(
+            "SELECT status, progress, record FROM jobs WHERE status = 'in_progress' AND model = ?", (model,)).fetchall()
+        return [self._load(row) for row in rows]
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         rows = self._connection().execute(

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from server.jobs import ErrorInfo, JobStatus
-from server.stores import IdempotencyConflict
+from server.stores import ActiveJobLimit, IdempotencyConflict
 
 from .conftest import make_card, make_record
 
@@ -55,6 +55,80 @@ def test_idempotency_key_of_a_deleted_job_starts_a_new_one(store):
     store.delete(first.id)
     second, created = store.create(make_record(), "key", "hash")
     assert created and second.id != first.id
+
+
+def test_a_listing_by_owner_shows_only_that_owners_jobs(store):
+    mine, theirs = [], []
+    for i in range(3):
+        for owner, ids in (("alice", mine), ("bob", theirs)):
+            record = make_record(prompt=f"clip {i}")
+            record.owner, record.created_at = owner, 1000.0 + len(mine) + len(theirs)
+            store.create(record)
+            ids.append(record.id)
+    page, more = store.list(2, owner="alice")
+    assert [r.id for r in page] == mine[::-1][:2] and more
+    page, more = store.list(2, after=page[-1].id, owner="alice")
+    assert [r.id for r in page] == mine[:1] and not more
+    assert store.list(2, after=theirs[0], owner="alice") == ([], False)  # another owner's id is no anchor
+    assert len(store.list(10)[0]) == 6  # no owner: every job
+    store.delete(mine[0])
+    assert [r.id for r in store.list(10, owner="alice")[0]] == mine[:0:-1]
+
+
+def test_active_job_cap_per_owner_counts_queued_and_running_jobs(store):
+    def submit(owner):
+        record = make_record()
+        record.owner = owner
+        return store.create(record, max_active=2)[0]
+
+    first, second = submit("alice"), submit("alice")
+    store.start(first.id)
+    with pytest.raises(ActiveJobLimit) as refused:
+        submit("alice")
+    assert refused.value.limit == 2
+    assert submit("bob").owner == "bob"  # the cap is per owner
+    first.status = JobStatus.completed
+    assert store.finish(first)
+    third = submit("alice")  # a finished job frees its slot …
+    store.cancel(second.id)
+    submit("alice")  # … and so does a cancelled one
+    with pytest.raises(ActiveJobLimit):
+        submit("alice")
+    store.delete(third.id)
+    submit("alice")  # and a deleted one
+    assert len(store.list(10, owner="alice")[0]) == 4
+
+
+def test_a_refused_job_leaves_no_idempotency_claim(store):
+    record = make_record()
+    record.owner = "alice"
+    store.create(record, max_active=1)
+    refused = make_record()
+    refused.owner = "alice"
+    with pytest.raises(ActiveJobLimit):
+        store.create(refused, "key", "hash", max_active=1)
+    store.cancel(record.id)
+    retried, created = store.create(refused, "key", "hash", max_active=1)
+    assert created and retried.id == refused.id
+
+
+def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(store):
+    def submit(seconds, priority):
+        record = make_record(priority=priority)
+        record.predicted_service_seconds = seconds
+        return store.create(record)[0]
+
+    started, cancelled, deleted = submit(1.5, 3), submit(2.0, 3), submit(4.0, 0)
+    submit(0.5, 9)
+    assert store.queued_work("tiny") == pytest.approx({0: 4.0, 3: 3.5, 9: 0.5})
+    store.start(started.id)
+    assert [r.id for r in store.running_jobs("tiny")] == [started.id]
+    store.cancel(cancelled.id)
+    store.delete(deleted.id)
+    store.cancel(started.id)  # a running job was no longer queued work
+    work = store.queued_work("tiny")
+    assert work.get(0, 0) == pytest.approx(0) and work.get(3, 0) == pytest.approx(0) and work[9] == pytest.approx(0.5)
+    assert store.running_jobs("tiny") == []
 
 
 def test_lifecycle_start_progress_finish(store):

@@ -9,11 +9,12 @@ from server.app import build_app
 from server.jobs import JobRecord, JobStatus
 from server.queues import EmbeddedJobQueue
 from server.settings import ServiceSettings
-from server.sla import TIERS, TimingModel, choose_budget, plan_job, queue_wait, remaining_ahead, retry_after
+from server.sla import (TIERS, TimingModel, arrival_rate, choose_budget, load_capped_budget, plan_job, queue_wait,
+                        queued_behind, remaining_ahead, retry_after, seconds_allowed)
 from server.storage import LocalObjectStore
 from server.stores.sqlite_store import SqliteJobStore
 
-from .conftest import make_card, make_spec
+from .conftest import make_card, make_record, make_spec
 
 # 40 steps: 0.01 s/step fixed + 0.04 s/step at full budget; 0.5 s outside the sampler
 TIMING = TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.5)
@@ -114,9 +115,78 @@ def test_unreachable_deadline_is_429_with_retry_after(sla_client):
     assert default.status_code == 200
 
 
+def test_a_queue_of_sla_jobs_that_can_shrink_makes_room_instead_of_429(sla_client):
+    client, _ = sla_client
+    for _ in range(2):  # two relaxed SLA jobs planned at full budget: 2 × 2.5 s, but 2 × 1.38 s at b_min
+        assert client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 60}).json()["budget"] == 1.0
+    # 5 s: 5.0 + 1.38 s on the planned queue (429 before), 2.76 + 1.38 s once the queue shrinks
+    response = client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 5.0})
+    assert response.status_code == 200, response.text
+    video = response.json()
+    assert video["budget"] == pytest.approx(0.3) and video["budget_source"] == "sla"  # re-planned at start
+    assert video["predicted_completion_at"] <= video["deadline_at"]
+    # no room even then: 429
+    assert client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 3.0}).status_code == 429
+
+
 def test_higher_tiers_do_not_wait_behind_batch_jobs(sla_client):
     client, _ = sla_client
     for _ in range(5):
         client.post("/v1/videos", json={"prompt": "a red circle", "tier": "batch"})
     interactive = client.post("/v1/videos", json={"prompt": "a red circle", "tier": "interactive"})
     assert interactive.status_code == 200 and interactive.json()["budget"] == 1.0  # batch jobs are not ahead
+
+
+@pytest.mark.parametrize("queued, running, workers, expected", [
+    ([], 0.0, 1, 30.0),  # nobody behind: the own deadline
+    ([(100 + 20, 4.0)], 0.0, 1, 16.0),  # one queued job due in 20 s needing 4 s: this one gets 16 s
+    ([(100 + 20, 4.0), (100 + 22, 4.0)], 0.0, 1, 14.0),  # the second one binds: 22 − 4 − 4
+    ([(100 + 20, 4.0)], 6.0, 1, 10.0),  # another running job's 6 s come first
+    ([(100 + 12, 4.0), (100 + 13, 4.0)], 0.0, 2, 14.0),  # two workers share the queue: 2·(13 − 4) − 4
+    ([(100 + 3, 4.0), (100 + 22, 4.0)], 0.0, 1, 14.0),  # the first is lost anyway: it holds nobody back
+])
+def test_seconds_allowed_protects_the_jobs_queued_behind(queued, running, workers, expected):
+    assert seconds_allowed(100.0, 130.0, 2.0, queued, running, workers) == pytest.approx(expected)
+
+
+def test_queued_behind_orders_by_priority_then_arrival_and_floors_each_job():
+    timing = TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.5)
+    me = make_record(steps=40, budget_source="sla", deadline_at=160.0)
+    me.status, me.started_at = JobStatus.in_progress, 99.0
+    other = make_record(steps=40)
+    other.status, other.started_at, other.predicted_service_seconds = JobStatus.in_progress, 98.0, 3.0
+    late = make_record(steps=40, budget_source="sla", min_budget=0.25, deadline_at=150.0, priority=3)
+    late.created_at = 50.0
+    urgent = make_record(steps=40, budget_source="sla", min_budget=0.25, deadline_at=130.0, priority=0)
+    urgent.created_at = 60.0
+    fixed = make_record(steps=40, budget=1.0, deadline_at=170.0, priority=3)
+    fixed.created_at = 40.0
+    for record in (late, urgent, fixed):
+        record.status = JobStatus.queued
+    queued, running = queued_behind([me, other, late, urgent, fixed], me.id, timing, now=100.0)
+    assert running == pytest.approx(1.0)  # 3 s predicted, 2 s of it done
+    assert queued == [(130.0, pytest.approx(timing.service_seconds(40, 0.25))),
+                      (170.0, pytest.approx(timing.service_seconds(40, 1.0))),  # explicit budget: no floor
+                      (150.0, pytest.approx(timing.service_seconds(40, 0.25)))]
+
+
+def test_arrival_rate_from_recent_creation_times():
+    assert arrival_rate([], 100.0) is None
+    assert arrival_rate([90.0, 95.0], 100.0) is None  # too few to estimate
+    assert arrival_rate([80.0, 85.0, 90.0, 95.0], 100.0) == pytest.approx(4 / 20)
+    assert arrival_rate([10.0, 20.0, 90.0, 95.0, 99.0], 100.0) == pytest.approx(3 / 10)  # only the last minute
+    assert arrival_rate([90.0, 95.0, 101.0], 100.0) is None  # a clock ahead of ours does not count
+
+
+@pytest.mark.parametrize("rate, workers, expected", [
+    (None, 1, 1.0),  # light load: no cap
+    (0.2, 1, 1.0),  # 0.85 / 0.2 = 4.25 s per job ≥ 2.5 s at full budget
+    (0.5, 1, 0.5),  # 0.85 / 0.5 = 1.7 s per job: b = (1.7 − 0.5 − 40·0.01) / (40·0.04) = 0.5
+    (1.0, 2, 0.5),  # two workers at 1 job/s: the same 1.7 s per job
+    (5.0, 1, 0.3),  # overload: the smallest budget (then deadlines and 429s take over)
+])
+def test_load_capped_budget_keeps_the_workers_below_the_target_utilization(rate, workers, expected):
+    budget = load_capped_budget(rate, workers, TIMING, 40, 0.3)
+    assert budget == pytest.approx(expected, abs=0.002)
+    if rate is not None and budget > 0.3:
+        assert TIMING.service_seconds(40, budget) <= 0.85 * workers / rate + 1e-9

@@ -21,9 +21,37 @@ def test_local_store_roundtrip_and_prefix_delete(tmp_path):
     store.ping()
 
 
-def test_local_store_refuses_keys_outside_its_root(tmp_path):
+UNSAFE_KEYS = ["../outside", "videos/../../outside", "/etc/passwd", "videos//x", "videos/./x", "videos\\..\\x",
+               "videos/x\x00.mp4", "", "."]
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS)
+def test_local_store_refuses_keys_that_could_leave_its_root(tmp_path, key):
+    store = LocalObjectStore(tmp_path / "root")
+    for use in (lambda: store.put_bytes(key, b"x", "text/plain"), lambda: store.get_bytes(key),
+                lambda: store.local_path(key), lambda: store.delete_prefix(key)):
+        with pytest.raises(ValueError, match="unsafe object key"):
+            use()
+    assert not (tmp_path / "outside").exists()
+
+
+def test_local_store_refuses_a_symlink_out_of_its_root(tmp_path):
+    store = LocalObjectStore(tmp_path / "root")
+    (tmp_path / "root" / "videos").symlink_to(tmp_path)
     with pytest.raises(ValueError, match="escapes"):
-        LocalObjectStore(tmp_path / "root").put_bytes("../outside", b"x", "text/plain")
+        store.put_bytes("videos/planted", b"x", "text/plain")
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS)
+def test_s3_store_refuses_unsafe_keys_and_prefixes(s3_endpoint, key):
+    store = S3ObjectStore("key-checks", s3_endpoint, access_key_id="test", secret_access_key="test",
+                          create_bucket=True)
+    store.put_bytes("videos/a/video.mp4", b"kept", "video/mp4")
+    for use in (lambda: store.put_bytes(key, b"x", "text/plain"), lambda: store.get_bytes(key),
+                lambda: store.presigned_url(key, 60), lambda: store.delete_prefix(key)):
+        with pytest.raises(ValueError, match="unsafe object key"):
+            use()
+    assert store.get_bytes("videos/a/video.mp4") == b"kept"  # an empty prefix did not empty the bucket
 
 
 def test_s3_store_against_a_real_endpoint(s3_endpoint, tmp_path):

@@ -178,6 +178,40 @@ def test_relaxed_sla_job_runs_the_plain_full_budget(parts):
     assert done.stats["budget"] == 1.0 and done.stats["replans"] == []
 
 
+def test_sla_job_leaves_time_for_the_jobs_queued_behind_it(parts):
+    """Own deadline generous, but a queued job due soon: the starting job shrinks its budget so the
+    queued one can still make it at its smallest budget (greedy per-job budgets lose that one)."""
+    import time
+
+    store, _, pipeline = parts
+    timing = pipeline.runner.timing
+    now = time.time()
+    starting = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25, deadline_at=now + 600)
+    behind = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25,
+                    deadline_at=now + timing.service_seconds(40, 0.5) + timing.service_seconds(40, 0.25))
+    assert pipeline.run(starting.spec.model_dump(mode="json")) == "completed"
+    done = store.get(starting.id)
+    assert done.stats["budget_at_submission"] == 1.0
+    assert 0.25 <= done.stats["budget"] <= 0.55, done.stats["budget"]
+    assert store.get(behind.id).status == JobStatus.queued
+
+
+def test_sla_job_budget_is_capped_by_the_arrival_rate(parts):
+    """A generous deadline and nobody urgent behind, but jobs arriving faster than full budgets can be
+    served: the starting job takes the budget the workers can sustain at that rate."""
+    import time
+
+    store, _, pipeline = parts
+    now = time.time()
+    for k in range(6):  # 6 jobs in the last 3 s: 2 jobs/s, far beyond one CPU worker at full budget
+        record = make_record(steps=40, deadline_at=now + 3600)
+        record.created_at = now - 0.5 * k
+        store.create(record)
+    starting = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25, deadline_at=now + 600)
+    assert pipeline.run(starting.spec.model_dump(mode="json")) == "completed"
+    assert store.get(starting.id).stats["budget"] == 0.25
+
+
 def test_shadow_sample_is_stable_per_job_and_has_the_rate():
     from worker.shadow import sampled
 
