@@ -49,8 +49,8 @@ PROMPTS = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker process counts, one stack each (default 1 2)")
-    parser.add_argument("--loads", type=float, nargs="+", default=[0.7, 1.3, 1.8],
-                        help="arrival rates as multiples of the capacity at budget 1.0 (default 0.7 1.3 1.8)")
+    parser.add_argument("--loads", type=float, nargs="+", default=[0.7, 1.5],
+                        help="arrival rates as multiples of the capacity at budget 1.0 (default 0.7 1.5)")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per cell (default 60)")
     parser.add_argument("--deadline-factor", type=float, default=3.0,
