@@ -97,7 +97,7 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
         if not settings.api_key_hashes:
             log.warning("no API keys configured (HSA_API_KEY_SHA256): the API is open to anyone who can reach it")
         yield
-        app.state.limiter.close()
+        await app.state.limiter.close()
         app.state.queue.close()
         app.state.store.close()
 
@@ -118,9 +118,10 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
         return Response(body, media_type=content_type)
 
     @app.get("/v1/models", tags=["models"])
-    def list_models(request: Request) -> dict[str, Any]:
-        require_api_key(request)
-        return {"object": "list", "data": [model_object(card) for card in request.app.state.store.models()]}
+    async def list_models(request: Request) -> dict[str, Any]:
+        await require_api_key(request)
+        cards = await run_in_threadpool(request.app.state.store.models)
+        return {"object": "list", "data": [model_object(card) for card in cards]}
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

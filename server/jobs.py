@@ -110,6 +110,9 @@ class JobRecord(BaseModel):
     webhook: dict[str, Any] | None = None  # delivery outcome
     predicted_service_seconds: float | None = None  # gateway's prediction of the worker's time
     predicted_completion_at: float | None = None  # gateway's prediction, queue wait included
+    # the service seconds at the smallest budget a worker may re-plan this job to (its own budget when
+    # explicit): the queue's floor, summed per priority like predicted_service_seconds
+    predicted_floor_seconds: float | None = None
 
     @property
     def id(self) -> str:

@@ -7,14 +7,14 @@ TAT to ``max(TAT, now) + 1 / rate``. Refused requests learn exactly when to come
 
 - ``RedisRateLimiter``: the TAT lives in Redis (``hsa:rate:{key}``), so every gateway shares one
   bucket per key; the check-and-update is one Lua script, so concurrent requests cannot both take
-  the last token.
+  the last token. It runs on the event loop (``redis.asyncio``): every request passes through it,
+  and a trip to the thread pool costs more than the script's round trip.
 - ``LocalRateLimiter``: in memory, for the one-process mode's single gateway.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import Protocol
 
@@ -33,10 +33,10 @@ return '0'
 
 
 class RateLimiter(Protocol):
-    def acquire(self, key: str) -> float:
+    async def acquire(self, key: str) -> float:
         """Take one request from ``key``'s bucket: 0.0 when allowed, else the seconds until it would be."""
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def retry_after_header(wait_seconds: float) -> str:
@@ -48,36 +48,36 @@ class LocalRateLimiter:
     def __init__(self, rate: float, burst: int):
         self.interval, self.tolerance = (1.0 / rate, (burst - 1) / rate) if rate > 0 else (0.0, math.inf)
         self._next_arrival: dict[str, float] = {}
-        self._lock = threading.Lock()
 
-    def acquire(self, key: str) -> float:
+    async def acquire(self, key: str) -> float:
         if self.interval == 0.0:
             return 0.0
         now = time.monotonic()
-        with self._lock:
-            tat = max(self._next_arrival.get(key, now), now)
-            if tat - now > self.tolerance:
-                return tat - now - self.tolerance
-            self._next_arrival[key] = tat + self.interval
+        tat = max(self._next_arrival.get(key, now), now)  # one event loop: no other request runs in between
+        if tat - now > self.tolerance:
+            return tat - now - self.tolerance
+        self._next_arrival[key] = tat + self.interval
         return 0.0
 
-    def close(self) -> None:
+    async def close(self) -> None:
         return None
 
 
 class RedisRateLimiter:
     def __init__(self, url: str, rate: float, burst: int, prefix: str = "hsa:rate:"):
-        import redis
+        import redis.asyncio
 
         self.interval, self.tolerance = (1.0 / rate, (burst - 1) / rate) if rate > 0 else (0.0, math.inf)
         self.prefix = prefix
-        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        # connections open on first use, on the loop that uses them (the gateway's, in its lifespan)
+        self.redis = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_timeout=5,
+                                                  socket_connect_timeout=5)
         self._gcra = self.redis.register_script(_GCRA)
 
-    def acquire(self, key: str) -> float:
+    async def acquire(self, key: str) -> float:
         if self.interval == 0.0:
             return 0.0
-        return float(self._gcra(keys=[self.prefix + key], args=[self.interval, self.tolerance]))
+        return float(await self._gcra(keys=[self.prefix + key], args=[self.interval, self.tolerance]))
 
-    def close(self) -> None:
-        self.redis.close()
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -7,6 +7,7 @@ One settings class for the gateway and the workers, so a compose file sets each 
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -73,7 +74,7 @@ class ServiceSettings(BaseSettings):
     tiny_weights: Path | None = None  # built-in tiny model weights (default: the packaged ones)
     torch_threads: int | None = None
 
-    @property
+    @cached_property  # read by every request
     def api_key_hashes(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.api_key_sha256.split(",") if h.strip())
 

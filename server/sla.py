@@ -145,8 +145,7 @@ def queued_behind(active_jobs, job_id: str, timing: TimingModel, now: float) -> 
             service = record.predicted_service_seconds or timing.service_seconds(spec.steps, spec.budget)
             running += max(0.0, service - (now - (record.started_at or now)))
         elif spec.deadline_at is not None:
-            floor = spec.budget if spec.budget_source == "explicit" else (spec.min_budget or 1.0)
-            queued.append((spec.deadline_at, timing.service_seconds(spec.steps, floor)))
+            queued.append((spec.deadline_at, timing.service_seconds(spec.steps, floor_budget(spec))))
     return queued, running
 
 
@@ -172,19 +171,9 @@ def seconds_allowed(now: float, deadline_at: float, own_min_seconds: float, queu
     return allowed
 
 
-def work_ahead_at_floor(active_jobs, priority: int, timing: TimingModel, now: float) -> list[float]:
-    """``remaining_ahead`` with every queued SLA job at its smallest budget: the least the work ahead
-    shrinks to once workers re-plan those jobs for the ones behind them (``seconds_allowed``)."""
-    ahead = []
-    for record in active_jobs:
-        spec = record.spec
-        if record.status.value == "in_progress":
-            service = record.predicted_service_seconds or timing.service_seconds(spec.steps, spec.budget)
-            ahead.append(max(0.0, service - (now - (record.started_at or now))))
-        elif spec.priority <= priority:
-            floor = spec.budget if spec.budget_source == "explicit" else (spec.min_budget or 1.0)
-            ahead.append(timing.service_seconds(spec.steps, floor))
-    return ahead
+def floor_budget(spec) -> float:
+    """The smallest budget a worker may re-plan a job to: its own when the request set it explicitly."""
+    return spec.budget if spec.budget_source == "explicit" else (spec.min_budget or 1.0)
 
 
 TARGET_UTILIZATION = 0.85  # of a model's workers, when budgets are capped by the arrival rate

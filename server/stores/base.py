@@ -70,9 +70,10 @@ class JobStore(Protocol):
 
     def queue_depth(self, model: str) -> int: ...
 
-    def queued_work(self, model: str) -> dict[int, float]:
+    def queued_work(self, model: str, at_floor: bool = False) -> dict[int, float]:
         """Predicted service seconds of ``model``'s queued jobs, summed per priority (the SLA planner's
-        queue, read in constant time on Redis)."""
+        queue, read in constant time on Redis); ``at_floor``: each job at its smallest budget
+        (``predicted_floor_seconds``), what the queue shrinks to once workers re-plan it."""
 
     def running_jobs(self, model: str) -> list[JobRecord]: ...
 

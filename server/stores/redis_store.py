@@ -8,6 +8,7 @@ Keys (prefix ``hsa:``)::
     running:{model}     set of in-progress ids
     queued_work:{model} hash priority → predicted service seconds of the queued jobs (the SLA
                         planner's view of the queue, O(1) to read however long the queue is)
+    queued_floor:{model} the same at each job's smallest budget (what the queue shrinks to)
     owner:{o}:jobs      sorted set of one API key's ids by creation time (its listing)
     owner:{o}:active    set of one API key's queued + in-progress ids (its concurrent-job cap)
     idem:{key}          JSON {body_hash, job_id}, expires after ``idempotency_ttl``
@@ -35,7 +36,8 @@ from .base import ActiveJobLimit, IdempotencyConflict, merge_cards
 # 0.05, 0.1, 0.2, 0.4, 0.8, then 1 s per try: ~15 s of outage ridden out (a restart takes ~1 s)
 RECONNECT_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
 
-# KEYS[1] job hash, KEYS[2] (optional) the model's queued_work hash; ARGV[1] allowed current statuses
+# KEYS[1] job hash, KEYS[2] and KEYS[3] (optional) the model's queued_work and queued_floor hashes;
+# ARGV[1] allowed current statuses
 # (comma-separated); ARGV[2] new status; ARGV[3] new record JSON or ""; ARGV[4] new progress or ""
 # (absent: unchanged); returns 1 when the transition happened. One script, so no reader sees the new
 # status with the old progress, and a job leaves the queued work exactly once.
@@ -45,8 +47,9 @@ if not current then return 0 end
 for allowed in string.gmatch(ARGV[1], '[^,]+') do
   if allowed == current then
     if current == 'queued' and ARGV[2] ~= 'queued' and KEYS[2] then
-      local priority, work = unpack(redis.call('HMGET', KEYS[1], 'priority', 'work'))
+      local priority, work, floor = unpack(redis.call('HMGET', KEYS[1], 'priority', 'work', 'floor'))
       if work then redis.call('HINCRBYFLOAT', KEYS[2], priority, -tonumber(work)) end
+      if floor and KEYS[3] then redis.call('HINCRBYFLOAT', KEYS[3], priority, -tonumber(floor)) end
     end
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'record', ARGV[3]) end
@@ -119,13 +122,12 @@ class RedisJobStore:
                 if idempotency_key is not None:
                     self.redis.delete(self._key("idem", idempotency_key))
                 raise ActiveJobLimit(max_active)
-        work = record.predicted_service_seconds or 0.0
         pipe = self.redis.pipeline()
         pipe.hset(self._key("job", record.id), mapping={
             "status": record.status.value, "progress": record.progress, "record": self._dump(record),
-            "priority": record.spec.priority, "work": work})
-        if work:
-            pipe.hincrbyfloat(self._key("queued_work", record.spec.model), str(record.spec.priority), work)
+            "priority": record.spec.priority, "work": record.predicted_service_seconds or 0.0,
+            "floor": record.predicted_floor_seconds or 0.0})
+        self._add_queued_work(pipe, record, +1)
         pipe.zadd(self._key("jobs"), {record.id: record.created_at})
         pipe.zadd(self._key("owner", record.owner, "jobs"), {record.id: record.created_at})
         pipe.sadd(active, record.id)
@@ -164,7 +166,7 @@ class RedisJobStore:
         record.started_at = time.time()
         record.attempts += 1
         record.progress = 0.0
-        if not self._transition(keys=[self._key("job", job_id), self._key("queued_work", record.spec.model)],
+        if not self._transition(keys=[self._key("job", job_id), *self._queue_keys(record.spec.model)],
                                 args=["queued,in_progress", "in_progress", self._dump(record), 0.0]):
             return None
         pipe = self.redis.pipeline()
@@ -195,7 +197,7 @@ class RedisJobStore:
             return record
         record.status = JobStatus.cancelled
         record.completed_at = time.time()
-        if self._transition(keys=[self._key("job", job_id), self._key("queued_work", record.spec.model)],
+        if self._transition(keys=[self._key("job", job_id), *self._queue_keys(record.spec.model)],
                             args=["queued,in_progress", "cancelled", self._dump(record)]):
             pipe = self.redis.pipeline()
             pipe.srem(self._key("queued", record.spec.model), job_id)
@@ -222,9 +224,8 @@ class RedisJobStore:
             pipe.srem(self._key("running", record.spec.model), job_id)
             pipe.zrem(self._key("owner", record.owner, "jobs"), job_id)
             pipe.srem(self._key("owner", record.owner, "active"), job_id)
-            if record.status == JobStatus.queued and record.predicted_service_seconds:
-                pipe.hincrbyfloat(self._key("queued_work", record.spec.model), str(record.spec.priority),
-                                  -record.predicted_service_seconds)
+            if record.status == JobStatus.queued:
+                self._add_queued_work(pipe, record, -1)
         return bool(pipe.execute()[0])
 
     # workers -------------------------------------------------------------------------------------
@@ -278,18 +279,28 @@ class RedisJobStore:
         if not self._transition(keys=[self._key("job", record.id)],
                                 args=["in_progress", "queued", self._dump(record), 0.0]):
             return False
-        work = record.predicted_service_seconds or 0.0
         pipe = self.redis.pipeline()
         pipe.hdel(self._key("job", record.id), "worker")
         pipe.srem(self._key("running", record.spec.model), record.id)
         pipe.sadd(self._key("queued", record.spec.model), record.id)
-        if work:
-            pipe.hincrbyfloat(self._key("queued_work", record.spec.model), str(record.spec.priority), work)
+        self._add_queued_work(pipe, record, +1)
         pipe.execute()
         return True
 
-    def queued_work(self, model: str) -> dict[int, float]:
-        work = self.redis.hgetall(self._key("queued_work", model))
+    def _add_queued_work(self, pipe, record: JobRecord, sign: int) -> None:
+        priority = str(record.spec.priority)
+        if record.predicted_service_seconds:
+            pipe.hincrbyfloat(self._key("queued_work", record.spec.model), priority,
+                              sign * record.predicted_service_seconds)
+        if record.predicted_floor_seconds:
+            pipe.hincrbyfloat(self._key("queued_floor", record.spec.model), priority,
+                              sign * record.predicted_floor_seconds)
+
+    def _queue_keys(self, model: str) -> list[str]:
+        return [self._key("queued_work", model), self._key("queued_floor", model)]
+
+    def queued_work(self, model: str, at_floor: bool = False) -> dict[int, float]:
+        work = self.redis.hgetall(self._key("queued_floor" if at_floor else "queued_work", model))
         return {int(priority): max(0.0, float(seconds)) for priority, seconds in work.items()}  # float drift
 
     def running_jobs(self, model: str) -> list[JobRecord]:

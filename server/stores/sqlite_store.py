@@ -229,9 +229,10 @@ class SqliteJobStore:
         rows = self._connection().execute("SELECT card FROM workers WHERE expires > ?", (time.time(),)).fetchall()
         return merge_cards([ModelCard.model_validate_json(row[0]) for row in rows])
 
-    def queued_work(self, model: str) -> dict[int, float]:
+    def queued_work(self, model: str, at_floor: bool = False) -> dict[int, float]:
+        field = "predicted_floor_seconds" if at_floor else "predicted_service_seconds"
         rows = self._connection().execute(
-            "SELECT priority, SUM(COALESCE(json_extract(record, '$.predicted_service_seconds'), 0)) FROM jobs "
+            f"SELECT priority, SUM(COALESCE(json_extract(record, '$.{field}'), 0)) FROM jobs "
             "WHERE status = 'queued' AND model = ? GROUP BY priority", (model,)).fetchall()
         return {priority: seconds for priority, seconds in rows if seconds}
 

@@ -115,20 +115,41 @@ def test_a_refused_job_leaves_no_idempotency_claim(store):
 def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(store):
     def submit(seconds, priority):
         record = make_record(priority=priority)
-        record.predicted_service_seconds = seconds
+        record.predicted_service_seconds, record.predicted_floor_seconds = seconds, seconds / 4
         return store.create(record)[0]
 
     started, cancelled, deleted = submit(1.5, 3), submit(2.0, 3), submit(4.0, 0)
     submit(0.5, 9)
     assert store.queued_work("tiny") == pytest.approx({0: 4.0, 3: 3.5, 9: 0.5})
+    assert store.queued_work("tiny", at_floor=True) == pytest.approx({0: 1.0, 3: 0.875, 9: 0.125})
     store.start(started.id)
     assert [r.id for r in store.running_jobs("tiny")] == [started.id]
     store.cancel(cancelled.id)
     store.delete(deleted.id)
     store.cancel(started.id)  # a running job was no longer queued work
-    work = store.queued_work("tiny")
-    assert work.get(0, 0) == pytest.approx(0) and work.get(3, 0) == pytest.approx(0) and work[9] == pytest.approx(0.5)
+    for at_floor, left in ((False, 0.5), (True, 0.125)):
+        work = store.queued_work("tiny", at_floor=at_floor)
+        assert work.get(0, 0) == pytest.approx(0) and work.get(3, 0) == pytest.approx(0)
+        assert work[9] == pytest.approx(left)
     assert store.running_jobs("tiny") == []
+
+
+def test_orphan_requeue_puts_its_work_back_in_the_queue_summary(redis_url):
+    """A job re-queued from a dead worker counts again, at its predicted and its floor seconds."""
+    import uuid
+
+    from server.stores.redis_store import RedisJobStore
+
+    store = RedisJobStore(redis_url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    record = make_record(priority=3)
+    record.predicted_service_seconds, record.predicted_floor_seconds = 2.0, 0.5
+    store.create(record)
+    running = store.start(record.id)
+    assert store.queued_work("tiny").get(3, 0) == pytest.approx(0)
+    assert store.requeue(running) and not store.requeue(running)  # once
+    assert store.queued_work("tiny") == pytest.approx({3: 2.0})
+    assert store.queued_work("tiny", at_floor=True) == pytest.approx({3: 0.5})
+    store.close()
 
 
 def test_lifecycle_start_progress_finish(store):

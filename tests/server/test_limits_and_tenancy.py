@@ -1,6 +1,7 @@
 """Per-key limits and tenancy in the gateway (in-process, SQLite store): rate limits (both limiter
 implementations), the concurrent-job cap, per-key visibility, request size, CORS, secret settings."""
 
+import asyncio
 import time
 
 import pytest
@@ -28,20 +29,36 @@ def limiter_factory(request):
 
 
 def test_a_bucket_allows_its_burst_then_its_rate(limiter_factory):
-    limiter = limiter_factory(10.0, 3)  # 3 at once, then one per 0.1 s
-    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = limiter.acquire("a")
-    assert 0.05 < wait <= 0.1
-    assert limiter.acquire("b") == 0.0  # buckets are per key
-    time.sleep(wait + 0.01)
-    assert limiter.acquire("a") == 0.0
-    assert retry_after_header(wait) == "1"
-    limiter.close()
+    async def scenario():
+        limiter = limiter_factory(10.0, 3)  # 3 at once, then one per 0.1 s
+        assert [await limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+        wait = await limiter.acquire("a")
+        assert 0.05 < wait <= 0.1
+        assert await limiter.acquire("b") == 0.0  # buckets are per key
+        await asyncio.sleep(wait + 0.01)
+        assert await limiter.acquire("a") == 0.0
+        assert retry_after_header(wait) == "1"
+        await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_requests_cannot_both_take_the_last_token(limiter_factory):
+    async def scenario():
+        limiter = limiter_factory(1.0, 5)
+        waits = await asyncio.gather(*(limiter.acquire("a") for _ in range(20)))
+        await limiter.close()
+        return waits
+
+    assert sum(wait == 0.0 for wait in asyncio.run(scenario())) == 5
 
 
 def test_a_zero_rate_turns_limits_off(limiter_factory):
-    limiter = limiter_factory(0.0, 1)
-    assert all(limiter.acquire("a") == 0.0 for _ in range(100))
+    async def scenario():
+        limiter = limiter_factory(0.0, 1)
+        return [await limiter.acquire("a") for _ in range(100)]
+
+    assert all(wait == 0.0 for wait in asyncio.run(scenario()))
 
 
 def make_client(tmp_path, **settings) -> TestClient:
