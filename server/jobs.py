@@ -148,6 +148,9 @@ class ModelCard(BaseModel):
     limits: ModelLimits
     seconds_per_step: float | None = None  # measured at worker start-up, full budget, one clip
     timing: TimingModel | None = None  # service-time model for SLA budgets (server/sla.py)
+    # jobs/s recently submitted for this model (the last minute's, at the worker's last heartbeat):
+    # the gateway caps SLA budgets with it as the workers do at job start, so its predictions match
+    arrival_rate: float | None = None
     workers: int = 1
 
 

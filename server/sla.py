@@ -119,15 +119,19 @@ def work_ahead(queued_work: dict[int, float], running_jobs, priority: int, timin
     return remaining_ahead(running_jobs, priority, timing, now) + queued
 
 
-def plan_job(spec, timing: TimingModel, ahead: list[float], workers: int, now: float) -> Plan:
+def plan_job(spec, timing: TimingModel, ahead: list[float], workers: int, now: float,
+             budget_cap: float = 1.0) -> Plan:
     """Budget and predicted completion of a new job (``spec``: a JobSpec) behind ``ahead`` (the
-    remaining service seconds of the work that runs first)."""
+    remaining service seconds of the work that runs first). An SLA budget is at most ``budget_cap``
+    (``load_capped_budget``: what the workers will cap it to when it starts)."""
     wait = queue_wait(ahead, workers)
     fastest = now + wait + timing.service_seconds(spec.steps, spec.min_budget or 1.0)
     if spec.budget_source == "explicit":
         budget = spec.budget
     else:
         budget = choose_budget(spec.deadline_at - now, wait, timing, spec.steps, spec.min_budget or 1.0)
+        if budget is not None:
+            budget = max(spec.min_budget or 0.0, min(budget, budget_cap))
     service = timing.service_seconds(spec.steps, budget if budget is not None else spec.min_budget or 1.0)
     return Plan(budget, wait, service, now + wait + service, fastest)
 
@@ -188,6 +192,19 @@ def arrival_rate(created_at: list[float], now: float, window: float = ARRIVAL_WI
     if len(recent) < 3:
         return None
     return len(recent) / max(now - min(recent), 1e-3)
+
+
+ARRIVAL_SAMPLE = 100  # newest jobs read to estimate a model's arrival rate
+
+
+def recent_arrival_rate(store, model: str, now: float) -> float | None:
+    """``arrival_rate`` of ``model`` from the newest jobs in ``store`` (any JobStore); None when the
+    store cannot be read (no estimate, no cap)."""
+    try:
+        records, _ = store.list(ARRIVAL_SAMPLE, newest_first=True)
+    except Exception:
+        return None
+    return arrival_rate([r.created_at for r in records if r.spec.model == model], now)
 
 
 def load_capped_budget(rate: float | None, workers: int, timing: TimingModel, steps: int, min_budget: float,

@@ -19,7 +19,7 @@ from .auth import require_api_key
 from .errors import APIError
 from .jobs import JobRecord, JobStatus, input_key, is_job_id, new_job_id
 from .schemas import VideoCreate, parse_create, resolve_request, video_object
-from .sla import floor_budget, plan_job, retry_after, work_ahead
+from .sla import floor_budget, load_capped_budget, plan_job, retry_after, work_ahead
 from .stores import ActiveJobLimit, IdempotencyConflict
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -159,7 +159,9 @@ def _plan_deadline(record: JobRecord, card, queued_work: dict[int, float], runni
     leaves no room."""
     spec, now = record.spec, time.time()
     ahead = work_ahead(queued_work, running, spec.priority, card.timing, now)
-    plan = plan_job(spec, card.timing, ahead, card.workers, now)
+    # the cap the worker applies at start (the load its heartbeat saw): predict the budget it will run
+    cap = load_capped_budget(card.arrival_rate, card.workers, card.timing, spec.steps, spec.min_budget or 1.0)
+    plan = plan_job(spec, card.timing, ahead, card.workers, now, budget_cap=cap)
     if plan.budget is None and queued_floor_work is not None:
         # the queued SLA jobs shrink when they start if jobs behind them need the time: admit this one
         # if the queue at its smallest budgets leaves room, at its own smallest budget (re-planned at start)

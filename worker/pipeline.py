@@ -22,7 +22,7 @@ from server import metrics
 from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, output_key
 from server.schemas import video_object
 from server.settings import ServiceSettings
-from server.sla import arrival_rate, choose_budget, load_capped_budget, queued_behind, seconds_allowed
+from server.sla import choose_budget, load_capped_budget, queued_behind, recent_arrival_rate, seconds_allowed
 from server.webhooks import deliver, event_payload
 
 from .shadow import wants_shadow
@@ -30,7 +30,6 @@ from .shadow import wants_shadow
 log = logging.getLogger("hsa.worker")
 
 MAX_ATTEMPTS = 3  # deliveries of one job (worker crashes) before it is failed for good
-ARRIVAL_SAMPLE = 100  # newest jobs read to estimate a model's arrival rate at job start
 DENOISE_PROGRESS = 95.0  # progress reached when sampling ends; MP4 encoding and upload fill the rest
 
 
@@ -172,8 +171,8 @@ class JobPipeline:
 
         allowed, queue_behind = allowed_seconds(timing.service_seconds(spec.steps, floor))
         spec.budget = min(choose_budget(allowed, 0.0, timing, spec.steps, floor) or floor,
-                          load_capped_budget(self._arrival_rate(spec.model), self._workers(spec.model), timing,
-                                             spec.steps, floor))
+                          load_capped_budget(recent_arrival_rate(self.store, spec.model, time.time()),
+                                             self._workers(spec.model), timing, spec.steps, floor))
         if spec.budget >= 1.0 and not queue_behind and timing.service_seconds(spec.steps, 1.0) < 0.5 * allowed:
             return None  # idle queue, plenty of time: run the plain full-budget path, no controller
 
@@ -187,14 +186,6 @@ class JobPipeline:
             return max(floor, min(1.0, per_step / timing.step_seconds_per_budget))
 
         return replan
-
-    def _arrival_rate(self, model: str) -> float | None:
-        """Jobs per second recently submitted for ``model`` (from the newest jobs in the store)."""
-        try:
-            records, _ = self.store.list(ARRIVAL_SAMPLE, newest_first=True)
-        except Exception:  # the store blinked: no cap
-            return None
-        return arrival_rate([r.created_at for r in records if r.spec.model == model], time.time())
 
     def _workers(self, model: str) -> int:
         """Live workers serving ``model`` (their heartbeats), this one included."""

@@ -87,7 +87,10 @@ def merge_cards(cards: list[ModelCard]) -> list[ModelCard]:
     by_id: dict[str, ModelCard] = {}
     for card in cards:
         if card.id in by_id:
-            by_id[card.id].workers += 1
+            merged = by_id[card.id]
+            merged.workers += 1
+            if card.arrival_rate is not None:  # the busiest estimate: the cap errs towards keeping up
+                merged.arrival_rate = max(merged.arrival_rate or 0.0, card.arrival_rate)
         else:
             by_id[card.id] = card.model_copy(update={"workers": 1})
     return sorted(by_id.values(), key=lambda card: card.id)

@@ -134,6 +134,14 @@ def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(stor
     assert store.running_jobs("tiny") == []
 
 
+def test_cards_of_one_model_merge_with_the_busiest_arrival_rate(store):
+    store.register_model(make_card("tiny").model_copy(update={"arrival_rate": 0.2}), "w1", ttl_seconds=60)
+    store.register_model(make_card("tiny").model_copy(update={"arrival_rate": 0.5}), "w2", ttl_seconds=60)
+    store.register_model(make_card("tiny"), "w3", ttl_seconds=60)
+    [card] = store.models()
+    assert card.workers == 3 and card.arrival_rate == 0.5
+
+
 def test_orphan_requeue_puts_its_work_back_in_the_queue_summary(redis_url):
     """A job re-queued from a dead worker counts again, at its predicted and its floor seconds."""
     import uuid

@@ -67,6 +67,18 @@ def test_plan_job_explicit_budget_wins():
     assert plan.budget == 0.6 and plan.completion_at == pytest.approx(now + TIMING.service_seconds(8, 0.6))
 
 
+def test_plan_job_caps_an_sla_budget_but_not_an_explicit_one():
+    now = time.time()
+    sla = make_spec(budget_source="sla", deadline_at=now + 60.0, min_budget=0.3, steps=40)
+    capped = plan_job(sla, TIMING, [], 1, now, budget_cap=0.5)
+    assert capped.budget == 0.5 and capped.service_seconds == pytest.approx(TIMING.service_seconds(40, 0.5))
+    assert plan_job(sla, TIMING, [], 1, now, budget_cap=0.1).budget == 0.3  # never below the floor
+    tight = make_spec(budget_source="sla", deadline_at=now + 1.5, min_budget=0.3, steps=40)
+    assert plan_job(tight, TIMING, [], 1, now, budget_cap=0.9).budget < 0.5  # the deadline is the tighter bound
+    explicit = make_spec(budget=0.8, budget_source="explicit", deadline_at=now + 60.0, min_budget=0.3, steps=40)
+    assert plan_job(explicit, TIMING, [], 1, now, budget_cap=0.5).budget == 0.8
+
+
 def test_retry_after_is_at_least_a_second():
     assert retry_after(10.2, 4.0) == 7 and retry_after(1.0, 5.0) == 1
 
@@ -97,6 +109,17 @@ def test_gateway_picks_the_largest_budget_for_the_deadline(sla_client):
     assert relaxed["budget"] == 1.0 and relaxed["tier"] == "batch"
     explicit = client.post("/v1/videos", json={"prompt": "a red circle", "budget": 0.8, "deadline_s": 0.1}).json()
     assert explicit["budget"] == 0.8 and explicit["budget_source"] == "explicit"  # explicit wins, never 429
+
+
+def test_gateway_predicts_the_load_cap_its_workers_will_apply(sla_client):
+    client, store = sla_client
+    busy = make_card("tiny").model_copy(update={"timing": TIMING, "arrival_rate": 0.5})
+    store.register_model(busy, "w1", ttl_seconds=600)
+    time.sleep(1.1)  # the gateway re-reads cards once a second
+    video = client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 60}).json()
+    # 0.85 / 0.5 jobs/s = 1.7 s per job → b = 0.5 (test_load_capped_budget's table), not the deadline's 1.0
+    assert video["budget"] == pytest.approx(0.5, abs=0.002)
+    assert store.get(video["id"]).predicted_service_seconds == pytest.approx(TIMING.service_seconds(40, 0.5), abs=0.01)
 
 
 def test_unreachable_deadline_is_429_with_retry_after(sla_client):
