@@ -61,6 +61,7 @@ def batch_of_clips(rng: np.random.Generator, count: int) -> tuple[torch.Tensor, 
 
 
 AE_LR = 2e-3
+STALL_SECONDS = 30.0  # no step takes this long on its own: a longer one was paused, and counts this much
 
 
 def train_autoencoder(model: TinyVideoModel, settings: TrainSettings, log) -> None:
@@ -176,12 +177,13 @@ def train(settings: TrainSettings) -> dict:
     model.transformer.train()
     model.text_encoder.train()
     start = time.perf_counter()
-    last_checkpoint = last_log = start
+    last_checkpoint = last_log = last_step_end = start
+    trained_seconds = 0.0  # wall time spent training, pauses (SIGSTOP, a suspended machine) left out
     smoothed = None
     stop_step = None if settings.max_steps is None else step + settings.max_steps
 
     def export() -> dict:
-        elapsed = seconds_before + time.perf_counter() - start
+        elapsed = seconds_before + trained_seconds
         info = {"steps": step, "clips_seen": clips_seen, "seconds": round(elapsed, 1), "batch": settings.batch,
                 "lr": settings.lr, "total_steps": settings.total_steps, "ema_decay": settings.ema_decay}
         exported = copy.deepcopy(model).to("cpu")
@@ -214,6 +216,9 @@ def train(settings: TrainSettings) -> dict:
             torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - decay)
         step += 1
         clips_seen += settings.batch
+        now = time.perf_counter()
+        trained_seconds += min(now - last_step_end, STALL_SECONDS)
+        last_step_end = now
         smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
         if step % 25 == 0:
             now = time.perf_counter()
