@@ -179,7 +179,7 @@ def measure_service(base_url: str, store, workers: int, args, jobs_per_worker: i
     """Seconds of worker time per job at budget 1.0 when the workers are kept busy: a backlog of
     ``jobs_per_worker`` × ``workers`` jobs submitted at once, service = workers × (last completion −
     first start) / jobs — the sustained throughput the loads are multiples of. (Timing jobs one at a
-    time, or one per worker, overstated the service time of 2 workers by ~40%: the loads were lighter
+    time, or one per worker, overstated the service time by ~30%: the loads were lighter
     than labelled.) A first round of one job per worker warms each process up, unmeasured. The
     workers' own start-up calibration is not trusted for this: a noisy neighbour during those few
     seconds skews it (the EWMA corrects the workers' predictions later, not the benchmark's rates)."""
