@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,6 +203,25 @@ class Stack:
         """How many times a worker completed ``job_id`` (each run that reached the end logs it once)."""
         return sum(worker.log_path.read_text(errors="replace").count(f"job {job_id} completed")
                    for worker in self.workers)
+
+
+@contextmanager
+def started_stack(folder: Path, s3_endpoint: str, workers: int = 0, worker_command: list[str] | None = None,
+                  stand_in: bool = False, **settings: str):
+    """A Stack with ``workers`` workers (``worker_command``, default the tiny model) — or, with
+    ``stand_in``, only a registered stand-in card — and a ready gateway; closed on exit."""
+    stack = Stack(folder, s3_endpoint, **settings)
+    try:
+        if stand_in:
+            stack.store.register_model(stand_in_card(), "stand-in", ttl_seconds=3600)
+        for _ in range(workers):
+            stack.start_worker(worker_command)
+        stack.start_gateway()
+        if workers:
+            stack.wait_for_workers(workers)
+        yield stack
+    finally:
+        stack.close()
 
 
 def running_on(stack: Stack, job_id: str) -> tuple[Process, int]:

@@ -16,20 +16,16 @@ from PIL import Image
 
 from server.jobs import JobRecord, JobSpec, new_job_id
 
-from .harness import API_KEY, Stack, assert_consistent_completion, documented_error_codes, fuzz_gateway, stand_in_card
+from .harness import API_KEY, assert_consistent_completion, documented_error_codes, fuzz_gateway, started_stack
 
 FUZZ_EXAMPLES_PER_OPERATION = 150  # × (valid + invalid) × operations with inputs: > 1000 cases
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_endpoint):
-    stack = Stack(tmp_path_factory.mktemp("hostile"), s3_endpoint, max_active_jobs_per_key="0")
-    try:
-        stack.store.register_model(stand_in_card(), "stand-in", ttl_seconds=3600)
-        stack.start_gateway()
+    with started_stack(tmp_path_factory.mktemp("hostile"), s3_endpoint, stand_in=True,
+                       max_active_jobs_per_key="0") as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:

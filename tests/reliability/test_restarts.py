@@ -11,19 +11,13 @@ import pytest
 
 from tests.services import wait_until
 
-from .harness import Stack, assert_consistent_completion
+from .harness import assert_consistent_completion, started_stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_endpoint):
-    stack = Stack(tmp_path_factory.mktemp("restarts"), s3_endpoint)
-    try:
-        stack.start_worker()
-        stack.start_gateway()
-        stack.wait_for_workers(1)
+    with started_stack(tmp_path_factory.mktemp("restarts"), s3_endpoint, workers=1) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def test_redis_restart_with_jobs_queued_and_running_loses_none(stack):

@@ -12,20 +12,14 @@ import pytest
 
 from server.jobs import JobStatus, output_key
 
-from .harness import Stack, assert_consistent_completion
+from .harness import assert_consistent_completion, started_stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_endpoint):
-    stack = Stack(tmp_path_factory.mktemp("storage-outage"), s3_endpoint, upload_attempts="5",
-                       upload_backoff_seconds="0.25")
-    try:
-        stack.start_worker()
-        stack.start_gateway()
-        stack.wait_for_workers(1)
+    with started_stack(tmp_path_factory.mktemp("storage-outage"), s3_endpoint, workers=1, upload_attempts="5",
+                       upload_backoff_seconds="0.25") as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def test_an_upload_retries_through_a_short_outage(stack):

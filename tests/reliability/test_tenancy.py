@@ -14,7 +14,7 @@ from server.jobs import JobRecord, JobStatus, JobSpec, new_job_id, output_key
 from server.settings import hash_api_key
 from tests.services import WebhookReceiver
 
-from .harness import API_KEY, S3_SECRET, WEBHOOK_SECRET, Stack, stand_in_card
+from .harness import API_KEY, S3_SECRET, WEBHOOK_SECRET, started_stack
 
 OTHER_KEY = "sk-reliability-other-tenant"
 THIRD_KEY = "sk-reliability-third-tenant"
@@ -23,14 +23,10 @@ THIRD_KEY = "sk-reliability-third-tenant"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_endpoint):
     keys = ",".join(hash_api_key(key) for key in (API_KEY, OTHER_KEY, THIRD_KEY))
-    stack = Stack(tmp_path_factory.mktemp("tenancy"), s3_endpoint, api_key_sha256=keys, rate_limit_per_second="5",
-                  rate_limit_burst="10", max_active_jobs_per_key="2", presign_seconds="1")
-    try:
-        stack.store.register_model(stand_in_card(), "stand-in", ttl_seconds=3600)
-        stack.start_gateway()
+    with started_stack(tmp_path_factory.mktemp("tenancy"), s3_endpoint, stand_in=True, api_key_sha256=keys,
+                       rate_limit_per_second="5", rate_limit_burst="10", max_active_jobs_per_key="2",
+                       presign_seconds="1") as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def client(stack, key: str) -> httpx.Client:

@@ -13,21 +13,16 @@ import pytest
 from server.jobs import JobRecord, JobSpec, JobStatus, new_job_id
 from server.queues import TASK_NAME, queue_name
 
-from .harness import Stack, assert_consistent_completion
+from .harness import assert_consistent_completion, started_stack
 
 SOFT_LIMIT, HARD_LIMIT = 1.0, 3.0
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_endpoint):
-    stack = Stack(tmp_path_factory.mktemp("time-limit"), s3_endpoint)
-    try:
-        stack.start_worker([sys.executable, "-m", "tests.reliability.hanging_worker", "--model", "tiny"])
-        stack.start_gateway()
-        stack.wait_for_workers(1)
+    hanging = [sys.executable, "-m", "tests.reliability.hanging_worker", "--model", "tiny"]
+    with started_stack(tmp_path_factory.mktemp("time-limit"), s3_endpoint, workers=1, worker_command=hanging) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def submit_with_limits(stack, prompt: str) -> str:

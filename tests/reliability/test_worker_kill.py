@@ -12,22 +12,15 @@ import time
 
 import pytest
 
-from .harness import Stack, assert_consistent_completion, kill_mid_job, running_on
+from .harness import assert_consistent_completion, kill_mid_job, running_on, started_stack
 
 KILLS = 20  # the benchmark (hsa-video bench reliability) does 50
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_endpoint):
-    stack = Stack(tmp_path_factory.mktemp("kill"), s3_endpoint)
-    try:
-        stack.start_worker()
-        stack.start_worker()
-        stack.start_gateway()
-        stack.wait_for_workers(2)
+    with started_stack(tmp_path_factory.mktemp("kill"), s3_endpoint, workers=2) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def test_sigkilled_pool_processes_lose_no_job(stack):
