@@ -13,6 +13,8 @@ import pytest
 from server.jobs import JobRecord, JobSpec, JobStatus, new_job_id
 from server.queues import TASK_NAME, queue_name
 
+from tests.services import wait_until
+
 from .harness import assert_consistent_completion, started_stack
 
 SOFT_LIMIT, HARD_LIMIT = 1.0, 3.0
@@ -42,7 +44,9 @@ def test_a_job_past_its_hard_time_limit_fails_and_the_worker_recovers(stack):
     assert failed.status == JobStatus.failed, failed
     assert failed.error.code == "timeout" and "hard time limit" in failed.error.message
     assert stack.workers[0].alive()
-    log = stack.workers[0].log_path.read_text()
+    # the worker logs the failure just after it stores it: give the line a moment to land
+    log = wait_until(lambda: "failed: hard time limit" in (text := stack.workers[0].log_path.read_text()) and text,
+                     10, "the worker's failure log line")
     assert "Hard time limit" in log and "hard time limit" in log
 
     follow_up = stack.wait_terminal(stack.submit(), timeout=120)
