@@ -208,6 +208,15 @@ def render_background(spec: ClipSpec) -> np.ndarray:
     return image / 255.0
 
 
+def object_masks(spec: ClipSpec) -> np.ndarray:
+    """(F, S, S) bool: the pixels any object covers in each frame."""
+    masks = np.zeros((spec.frames, spec.size, spec.size), dtype=bool)
+    for obj in spec.objects:
+        for f, (cx, cy) in enumerate(trajectory(obj, spec.frames, spec.size)):
+            masks[f] |= shape_mask(obj.shape, cx, cy, obj.size, spec.size)
+    return masks
+
+
 def render(spec: ClipSpec) -> np.ndarray:
     """(F, S, S, 3) float32 RGB in [0, 1]."""
     background = render_background(spec)

@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--total-steps", type=int, default=20000, help="length of the cosine LR schedule")
+    parser.add_argument("--object-loss-weight", type=float, default=4.0,
+                        help="extra loss weight on object pixels, so motion and shape are not left to the "
+                             "noise (default 4; 0 weighs every pixel the same)")
     parser.add_argument("--autoencoder-steps", type=int, default=800)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
             batch=args.batch,
             lr=args.lr,
             total_steps=args.total_steps,
+            object_loss_weight=args.object_loss_weight,
             autoencoder_steps=args.autoencoder_steps,
             threads=args.threads,
             seed=args.seed,

@@ -9,8 +9,10 @@ from hsa_core.tiny.domain import (
     SIZE,
     ObjectSpec,
     ClipSpec,
+    object_masks,
     parse_caption,
     render,
+    render_background,
     sample_spec,
     shape_mask,
     trajectory,
@@ -83,3 +85,15 @@ def test_shape_fill_ratios():
         assert mask.sum() / box == pytest.approx(expected, abs=0.08)
     with pytest.raises(ValueError, match="unknown shape"):
         shape_mask("hexagon", 16, 16, 10)
+
+
+def test_object_masks_are_exactly_the_pixels_the_objects_paint():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        spec = sample_spec(rng, "any")
+        clip, background = render(spec), render_background(spec)
+        masks = object_masks(spec)
+        assert masks.shape == (spec.frames, spec.size, spec.size)
+        changed = (clip != background[None]).any(axis=-1)
+        assert not (changed & ~masks).any()  # nothing outside the masks differs from the background
+        assert masks.sum() > 0

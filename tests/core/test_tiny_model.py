@@ -97,3 +97,21 @@ def test_training_runs_checkpoints_and_resumes_where_it_stopped(tmp_path):
     resumed = train(replace(settings, resume=True, max_steps=1))
     assert resumed["steps"] == 3 and resumed["clips_seen"] == 6 and resumed["seconds"] > first["seconds"]
     assert TinyVideoModel.load(tmp_path).config is not None
+
+
+def test_object_loss_weights_mark_the_object_and_its_rim_only():
+    """A square covering latent pixels (2..3, 2..3) exactly gets 1 + extra there; its one-pixel rim
+    covers half of each edge neighbour and a quarter of each corner neighbour; the rest weighs 1."""
+    from hsa_core.tiny.train import object_loss_weights
+
+    masks = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
+    masks[0, 1, 4:8, 4:8] = True  # frame 1 only; latent pixels are 2×2
+    weights = object_loss_weights(masks, latent_size=16, extra=4.0)
+    assert weights.shape == (1, 1, 2, 16, 16)
+    assert (weights[0, 0, 0] == 1).all()  # no object in frame 0
+    frame = weights[0, 0, 1]
+    assert (frame[2:4, 2:4] == 5).all()
+    assert frame[1, 2] == pytest.approx(1 + 4 * 0.5)  # the grown rim covers one of its two pixel rows
+    assert frame[1, 1] == pytest.approx(1 + 4 * 0.25)  # and one pixel of the diagonal neighbour
+    assert (frame[6:, :] == 1).all() and (frame[:, 6:] == 1).all()
+    assert (object_loss_weights(masks, 16, extra=0.0) == 1).all()
