@@ -126,9 +126,9 @@ class StoreCollector:
         running = GaugeMetricFamily("hsa_jobs_in_progress", "Running jobs per model", labels=["model"])
         workers = GaugeMetricFamily("hsa_live_workers", "Workers heartbeating per model", labels=["model"])
         for card in self.store.models():
-            active = self.store.active_jobs(card.id)
-            depth.add_metric([card.id], sum(1 for r in active if r.status.value == "queued"))
-            running.add_metric([card.id], sum(1 for r in active if r.status.value == "in_progress"))
+            # a count, not the queued records: a scrape must stay cheap however deep the queue is
+            depth.add_metric([card.id], self.store.queue_depth(card.id))
+            running.add_metric([card.id], len(self.store.running_jobs(card.id)))
             workers.add_metric([card.id], card.workers)
         yield from (depth, running, workers)
 

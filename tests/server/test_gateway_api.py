@@ -256,17 +256,26 @@ def test_delete_cancels_an_active_job_then_deletes_it(client, parts):
     assert storage.local_path(f"videos/{video['id']}/input.png") is None
 
 
-def test_metrics_are_open_and_count_requests_by_route_template(client):
+def test_metrics_are_open_and_count_requests_by_route_template(client, parts):
     from prometheus_client.parser import text_string_to_metric_families
 
-    create(client)
+    def scrape():
+        response = client.get("/metrics")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+    first, second = create(client).json(), create(client).json()
     client.get("/v1/videos/video_nope")
     client.headers.pop("Authorization")
-    response = client.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(response.text) for s in family.samples}
-    assert samples[("hsa_queue_depth", (("model", "tiny"),))] == 1
+    samples = scrape()
+    assert samples[("hsa_queue_depth", (("model", "tiny"),))] == 2
+    assert samples[("hsa_jobs_in_progress", (("model", "tiny"),))] == 0
+    parts[1].start(first["id"])
+    parts[1].cancel(second["id"])
+    moved = scrape()
+    assert moved[("hsa_queue_depth", (("model", "tiny"),))] == 0
+    assert moved[("hsa_jobs_in_progress", (("model", "tiny"),))] == 1
     assert samples[("hsa_live_workers", (("model", "tiny"),))] == 1
     not_found = ("hsa_http_requests_total", (("method", "GET"), ("route", "/v1/videos/{video_id}"), ("status", "404")))
     assert samples[not_found] >= 1  # the template, not /v1/videos/video_nope
