@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from hsa_video.benchmarks import processes
+from hsa_video.benchmarks.processes import (
+    Process,
+    free_port,
+    hsa_video_command,
+    service_env,
+    start_moto,
+    wait_until,
+)
+
+__all__ = ["ROOT", "Process", "WebhookReceiver", "free_port", "hsa_video_command", "require_binary", "service_env",
+           "start_moto", "start_redis", "wait_until"]
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def require_binary(name: str) -> str:
@@ -38,88 +39,10 @@ def require_binary(name: str) -> str:
     return path
 
 
-class Process:
-    """A child process in its own process group, with its output in a log file."""
-
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
-        self.command, self.log_path = command, log_path
-        self.log = open(log_path, "wb")
-        self.popen = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                      cwd=cwd, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.alive():
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        self.log.close()
-
-    def kill(self) -> None:
-        """SIGKILL the whole group: a crash, not a shutdown."""
-        if self.alive():
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-
-def wait_until(predicate, timeout: float, what: str, process: Process | None = None, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and not process.alive():
-            raise RuntimeError(f"{what}: process exited early\n{process.tail()}")
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f"\n{process.tail()}" if process else ""))
-
-
 def start_redis(directory: Path, appendonly: bool = False, port: int | None = None) -> tuple[Process, str]:
-    """A redis-server; ``appendonly``: durable (AOF, fsync on every write) so a restart on the same
-    ``port`` and ``directory`` brings every key back."""
-    binary = require_binary("redis-server")
-    port = port or free_port()
-    durability = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
-    process = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability,
-                       "--dir", str(directory)], directory / f"redis-{time.monotonic_ns()}.log")
-    import redis
-
-    url = f"redis://127.0.0.1:{port}/0"
-    wait_until(lambda: redis.Redis.from_url(url).ping(), 20, "redis-server", process)
-    return process, url
-
-
-def start_moto(directory: Path) -> tuple[Process, str]:
-    port = free_port()
-    process = Process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                      directory / "moto.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(url + "/moto-api/").status_code < 500, 30, "moto S3 server", process)
-    return process, url
-
-
-def hsa_video_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hsa_video.cli", *args]
-
-
-def service_env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HSA_")}
-    env.update({f"HSA_{k.upper()}": v for k, v in settings.items()})
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    """``processes.start_redis``, skipping the test (failing it under CI) without redis-server."""
+    require_binary("redis-server")
+    return processes.start_redis(directory, appendonly, port)
 
 
 class WebhookReceiver:

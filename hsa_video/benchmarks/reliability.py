@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_faults(args, folder: Path, s3_endpoint: str) -> dict:
     from tests.reliability.harness import Stack, kill_mid_job
-    from tests.services import wait_until
+
+    from .processes import wait_until
 
     stack = Stack(folder / "faults", s3_endpoint)
     recoveries: list[float] = []
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError("hsa-video bench reliability drives tests/reliability/harness.py: run it from a "
                                 "source checkout installed with `pip install -e .[dev]`")
     sys.path.insert(0, str(SOURCE_ROOT))
-    from tests.services import start_moto
+    from .processes import start_moto
 
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "reliability.json", args.out / "reliability.md"
