@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--object-loss-weight", type=float, default=4.0,
                         help="extra loss weight on object pixels, so motion and shape are not left to the "
                              "noise (default 4; 0 weighs every pixel the same)")
+    parser.add_argument("--sigma-shift", type=float, default=3.0,
+                        help="shift of the training noise levels towards noise, as the sampler's schedule "
+                             "(default 3, the tiny model's sampling shift; 1: plain logit-normal)")
     parser.add_argument("--autoencoder-steps", type=int, default=800)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             total_steps=args.total_steps,
             object_loss_weight=args.object_loss_weight,
+            sigma_shift=args.sigma_shift,
             autoencoder_steps=args.autoencoder_steps,
             threads=args.threads,
             seed=args.seed,
