@@ -15,8 +15,9 @@ def write_training_report(weights: Path, evaluation: dict | None = None) -> None
     records = [json.loads(line) for line in (weights / "train_log.jsonl").read_text().splitlines() if line]
     transformer = [r for r in records if r.get("stage") == "transformer"]
     autoencoder = [r for r in records if r.get("stage") == "autoencoder"]
+    resumed_at = [r["step"] for r in records if r.get("event") == "resume" and "step" in r]
     if transformer:
-        _plot_loss(transformer, weights / "loss.png")
+        _plot_loss(transformer, resumed_at, weights / "loss.png")
     meta = json.loads((weights / "tiny_config.json").read_text())
     if evaluation is None and (weights / "evaluation.json").exists():
         evaluation = json.loads((weights / "evaluation.json").read_text())
@@ -26,7 +27,7 @@ def write_training_report(weights: Path, evaluation: dict | None = None) -> None
     (weights / "MODEL_CARD.md").write_text(_model_card(meta, transformer, autoencoder, evaluation))
 
 
-def _plot_loss(records: list[dict], path: Path) -> None:
+def _plot_loss(records: list[dict], resumed_at: list[int], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,8 +37,12 @@ def _plot_loss(records: list[dict], path: Path) -> None:
     fig, axis = plt.subplots(figsize=(6, 3.2))
     axis.plot(steps, [r["loss"] for r in records], alpha=0.3, label="loss (every 25 steps)")
     axis.plot(steps, [r["loss_smoothed"] for r in records], label="EMA-smoothed")
+    for index, step in enumerate(resumed_at):
+        # a resume may change the schedule or the loss itself (weights, noise levels): levels on either
+        # side of the line need not compare
+        axis.axvline(step, color="grey", linestyle=":", linewidth=1, label="resumed" if index == 0 else None)
     axis.set_xlabel("transformer step")
-    axis.set_ylabel("flow-matching MSE")
+    axis.set_ylabel("flow-matching loss")
     axis.set_yscale("log")
     axis.legend()
     axis.grid(alpha=0.3)
@@ -81,8 +86,10 @@ def _model_card(meta: dict, transformer: list[dict], autoencoder: list[dict], ev
         f"- Autoencoder: {len(autoencoder) and autoencoder[-1]['step'] + 1} steps, final MSE "
         f"{autoencoder[-1]['loss']:.5f}." if autoencoder else "- Autoencoder: trained in an earlier run.",
         f"- AdamW lr {training.get('lr')}, cosine over {training.get('total_steps')} steps, EMA "
-        f"{training.get('ema_decay')}; rectified flow, logit-normal σ, 10% caption dropout, 50% of clips"
-        " with frame 0 clean (I2V).",
+        f"{training.get('ema_decay')}; rectified flow, logit-normal σ shifted by "
+        f"{training.get('sigma_shift', 1.0):g}, object pixels weighted {1 + training.get('object_loss_weight', 0.0):g}×,"
+        " 10% caption dropout, 50% of clips with frame 0 clean (I2V). The weights and the shift are the last"
+        " run's; earlier runs of the history in docs/tiny_model.md used other settings.",
         "- Reproduce: `hsa-video train-tiny --minutes M`; continue: `hsa-video train-tiny --resume --minutes M`.",
         "",
         "![loss](loss.png)",
