@@ -41,7 +41,11 @@ def test_bench_pareto_writes_rows_tables_and_plots(tmp_path):
     assert (tmp_path / "pareto.png").stat().st_size > 0 and (tmp_path / "pareto_strip.png").stat().st_size > 0
     assert "target time fraction 0.5" in (tmp_path / "pareto.md").read_text()
     assert "## Methods" in result.stdout and isinstance(report["findings"], list)
-    assert set(report["heterogeneity"]) == {"token_cv", "step_cv", "prompts"}
+    heterogeneity = report["heterogeneity"]
+    assert set(heterogeneity) == {"token_cv", "step_cv", "skip_error_top_quarter", "score_top_quarter_hit", "prompts"}
+    assert 0.25 <= heterogeneity["skip_error_top_quarter"] <= 1  # the top quarter carries at least its share
+    assert 0 <= heterogeneity["score_top_quarter_hit"] <= 1
+    assert "of the cost of skipping a step" in (tmp_path / "pareto.md").read_text()
 
 
 def test_bench_pareto_rejects_unknown_methods(tmp_path):
