@@ -2,11 +2,11 @@
 
 Stage 1 trains the per-frame autoencoder on random frames of the domain and measures its latent
 statistics. Stage 2 trains the text encoder and the Wan transformer together with rectified flow:
-x_σ = (1 − σ)·x₀ + σ·ε, target v = ε − x₀, σ from a logit-normal (most samples mid-schedule, where
-layout and motion are decided), captions dropped 10% of the time for CFG, and half of the clips
-with their first latent frame held clean at σ = 0 (per-token timesteps; that frame's loss is masked)
-so the same weights do image-to-video. AdamW with warm-up and cosine decay; an EMA of the weights is
-what gets exported.
+x_σ = (1 − σ)·x₀ + σ·ε, target v = ε − x₀, σ from a logit-normal shifted towards noise like the
+sampler's schedule, object pixels weighted up in the loss, captions dropped 10% of the time for CFG,
+and half of the clips with their first latent frame held clean at σ = 0 (per-token timesteps; that
+frame's loss is masked) so the same weights do image-to-video. AdamW with warm-up and cosine decay; an
+EMA of the weights is what gets exported.
 
 The full training state (optimiser, EMA, step, data RNG) is saved beside the exported weights in
 ``train_state.pt`` (not shipped); without it, ``--resume`` starts from the exported weights with a
@@ -130,7 +130,7 @@ def flow_matching_loss(model: TinyVideoModel, clips, captions, masks, settings: 
     device = x0.device
     # logit-normal, shifted like the sampler's schedule: inference (shift 3) spends half its steps at
     # σ > 0.75, where the layout and the objects' motion are decided; an unshifted logit-normal puts
-    # only 14% of training samples there, and the caption's motion direction was barely learned
+    # only 14% of training samples there
     sigma = shift_sigmas(torch.sigmoid(torch.randn(b, generator=rng)), settings.sigma_shift).to(device)
     noise = torch.randn(x0.shape, generator=rng).to(device)
     s = sigma.view(b, 1, 1, 1, 1)
