@@ -15,9 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--total-steps", type=int, default=20000, help="length of the cosine LR schedule")
-    parser.add_argument("--object-loss-weight", type=float, default=4.0,
-                        help="extra loss weight on object pixels, so motion and shape are not left to the "
-                             "noise (default 4; 0 weighs every pixel the same)")
+    parser.add_argument("--object-loss-weight", type=float, default=0.0,
+                        help="extra loss weight on object pixels, a curriculum stage: it teaches the caption's "
+                             "object attributes but biases the model towards bloated objects, so finish with 0 "
+                             "(default 0: every pixel weighs the same)")
     parser.add_argument("--sigma-shift", type=float, default=3.0,
                         help="shift of the training noise levels towards noise, as the sampler's schedule "
                              "(default 3, the tiny model's sampling shift; 1: plain logit-normal)")
