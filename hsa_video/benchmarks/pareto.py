@@ -214,6 +214,7 @@ def heterogeneity(model, items, steps: int) -> dict:
             return super().sample(Spy(), x, grid, conditioning, schedule, frozen, callback)
 
     warmup, final = HSAConfig().windows(steps)
+    step_sizes = np.abs(np.diff(np.asarray(FlowMatchSchedule(steps, model.config.shift).sigmas)))
     token_cv, step_cv, top_share, hits = [], [], [], []
     for caption, seed, _, image in items:
         sampler = Recording()
@@ -228,9 +229,8 @@ def heterogeneity(model, items, steps: int) -> dict:
         token_cv.append(float(token_means.std() / token_means.mean()))
         step_cv.append(float(step_means.std() / step_means.mean()))
 
-        sigmas = np.asarray(FlowMatchSchedule(steps, model.config.shift).sigmas)
         moved = np.abs(np.diff(raw, axis=0)).sum(-1)  # (T-1, N): row t-1 is ‖v_t − v_t−1‖₁
-        skip_cost = (np.abs(np.diff(sigmas))[1:steps, None] * moved)[warmup: steps - final].sum(0)  # (N,)
+        skip_cost = (step_sizes[1:steps, None] * moved)[warmup: steps - final].sum(0)  # (N,)
         quarter = max(1, skip_cost.size // 4)
         top_share.append(float(np.sort(skip_cost)[::-1][:quarter].sum() / skip_cost.sum()))
         for t in range(max(warmup, 1), steps - final - 1):  # score from steps t-1→t, change at t→t+1
