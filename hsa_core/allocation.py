@@ -11,9 +11,14 @@ divisor rate in log space, with the multiplier λ solved by bisection so that Σ
 budget; the remainder left by quantisation is filled by promoting the tokens that were closest to
 the next rate up.
 
-Staggered phases. A group of n_d tokens with divisor d is spread over d phases round-robin (the most
+Phases. Staggered: a group of n_d tokens with divisor d is spread over d phases round-robin (the most
 stale tokens first), with the phase counter running on across groups, so every step computes about
-Σ_d n_d/d tokens — a steady per-step latency instead of bursts every d-th step.
+Σ_d n_d/d tokens — a steady per-step latency instead of bursts every d-th step. Aligned: every
+token with divisor d fires on the steps k·d of one grid shared by all groups and all re-allocations
+(anchored at the last full warm-up step), so the groups nest — a step that computes the d = 4 group
+also computes d = 2 and d = 1 — and every d_max-th step is dense. Tokens computed together see each
+other's fresh K/V; staggering instead mixes K/V of every age at every step, which costs fidelity
+(docs/benchmarks.md, "stale context").
 """
 
 from __future__ import annotations
@@ -81,16 +86,18 @@ def solve_divisors(
     return divisor_values[index]
 
 
-def assign_phases(divisors: torch.Tensor, staleness_order: torch.Tensor, stagger: bool = True) -> torch.Tensor:
-    """Phase φₙ ∈ [0, dₙ) for each token.
+def assign_phases(divisors: torch.Tensor, staleness_order: torch.Tensor, stagger: bool = True,
+                  steps_since_anchor: int = 0) -> torch.Tensor:
+    """Phase φₙ ∈ [0, dₙ) for each token of a plan (its token fires at plan steps t ≡ φₙ mod dₙ).
 
     staleness_order: a permutation of token indices, most stale first; within a divisor group the
-    earlier a token comes, the earlier its phase. Without staggering every phase is 0 (all tokens
-    of a group fire together — kept as an ablation).
+    earlier a token comes, the earlier its phase (staggered only).
+    stagger=False aligns the phases instead: a token fires on the steps where the grid anchored
+    ``steps_since_anchor`` steps before the plan's first step is a multiple of its divisor.
     """
-    phases = torch.zeros_like(divisors)
     if not stagger:
-        return phases
+        return (-steps_since_anchor) % divisors
+    phases = torch.zeros_like(divisors)
     offset = 0
     ordered_divisors = divisors[staleness_order]
     for d in torch.unique(divisors).tolist():

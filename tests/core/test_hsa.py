@@ -58,22 +58,26 @@ def test_token_evaluations_meet_the_budget_within_two_percent(budget):
     assert abs(result.achieved_compute_fraction - budget) <= 0.02 * budget
 
 
+@pytest.mark.parametrize("stagger", [False, True])
 @pytest.mark.parametrize("budget", [0.75, 0.5, 0.25])
-def test_token_evaluations_meet_the_budget_on_the_wan_model(wan_adapter, job, budget):
+def test_token_evaluations_meet_the_budget_on_the_wan_model(wan_adapter, job, budget, stagger):
     grid = wan_adapter.token_grid(job["latents"].shape)
     rows = []
     hook = wan_adapter.transformer.blocks[0].ffn.register_forward_hook(lambda m, a, o: rows.append(a[0].shape[1]))
     conditioning = Conditioning(job["prompt"], job["negative"], guidance_scale=4.0)
-    HSASampler(budget).sample(wan_adapter, grid.patchify(job["latents"]), grid, conditioning, FlowMatchSchedule(40))
+    sampler = HSASampler(budget, HSAConfig(stagger_phases=stagger))
+    sampler.sample(wan_adapter, grid.patchify(job["latents"]), grid, conditioning, FlowMatchSchedule(40))
     hook.remove()
     measured = sum(rows) / 2 / (40 * grid.num_tokens)  # two CFG branches share the active set
-    assert abs(measured - budget) <= 0.02 * budget
+    # aligned phases: the last plan before the final window fires a large-divisor group once or not
+    # at all, by where the grid falls, so it lands a little further from the budget than staggering
+    assert abs(measured - budget) <= (0.02 if stagger else 0.03) * budget
 
 
 @pytest.mark.parametrize("budget", [0.75, 0.5, 0.25])
 def test_active_counts_are_staggered_inside_the_caching_window(budget):
     adapter, grid, noise, conditioning = gaussian_job()
-    config = HSAConfig()
+    config = HSAConfig(stagger_phases=True)
     result = HSASampler(budget, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
     warmup, final = config.windows(40)
     counts = torch.tensor([s.active_tokens for s in result.steps[warmup : 40 - final]], dtype=torch.float64)
@@ -82,13 +86,52 @@ def test_active_counts_are_staggered_inside_the_caching_window(budget):
 
 
 def test_without_staggering_the_load_bursts():
-    """The ablation shows the staggering test above can fail."""
+    """Aligned phases (the default) show the staggering test above can fail."""
     adapter, grid, noise, conditioning = gaussian_job()
     config = HSAConfig(stagger_phases=False)
     result = HSASampler(0.25, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
     warmup, final = config.windows(40)
     counts = torch.tensor([s.active_tokens for s in result.steps[warmup : 40 - final]], dtype=torch.float64)
     assert counts.max() / counts.mean() > 2
+
+
+@pytest.mark.parametrize("budget", [0.75, 0.5, 0.25])
+def test_aligned_phases_share_one_grid_across_reallocations(budget):
+    """Without staggering, every divisor group fires on one grid anchored at the last warm-up step:
+    every max(divisors)-th step is dense, and a divisor larger than the refresh interval is honoured
+    (were phases relative to each plan's start, every token would fire at every re-allocation)."""
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=1024)
+    recorder = Recorder(adapter)
+    config = HSAConfig(stagger_phases=False, refresh_interval=4)
+    schedule = FlowMatchSchedule(40)
+    result = HSASampler(budget, config).sample(recorder, noise, grid, conditioning, schedule)
+    warmup, final = config.windows(40)
+    anchor, window = warmup - 1, range(warmup, 40 - final)
+
+    dense = [s.step for s in result.steps if s.step in window and (s.step - anchor) % max(config.divisors) == 0]
+    assert dense and all(result.steps[t].active_tokens == grid.num_tokens for t in dense)
+    sigma_index = {float(s): i for i, s in enumerate(schedule.sigmas.tolist())}
+    evaluated = [[anchor] for _ in range(grid.num_tokens)]
+    for index, sigma, _ in recorder.calls:
+        if sigma_index[sigma] in window:
+            for token in index.tolist():
+                evaluated[token].append(sigma_index[sigma])
+    longest_gap = max(b - a for steps in evaluated for a, b in zip(steps, steps[1:]))
+    assert longest_gap > config.refresh_interval
+    assert abs(result.token_fraction - budget) <= 0.03 * budget
+
+
+def test_fresh_context_oracle_changes_only_the_context():
+    """The closed-form flow's tokens do not attend to each other, so the oracle — every token computed
+    at every step, only active velocities used — must land exactly where cached HSA does, having run
+    the model on every token at every step."""
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=512)
+    cached = HSASampler(0.3).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+    recorder = Recorder(adapter)
+    oracle = HSASampler(0.3, HSAConfig(context="fresh")).sample(recorder, noise, grid, conditioning, FlowMatchSchedule(40))
+    assert torch.equal(oracle.tokens, cached.tokens)
+    assert oracle.token_fraction == cached.token_fraction  # the budget counts the tokens whose velocity is used
+    assert all(index.numel() == grid.num_tokens for index, _, _ in recorder.calls)
 
 
 def test_skipped_steps_then_one_jump_equal_the_cached_euler_steps():
@@ -267,6 +310,7 @@ def test_budget_below_what_the_schedule_allows_names_the_minimum():
         ("rate_exponent", -1.0, "rate_exponent"),
         ("score_normalization", "l2", "score_normalization"),
         ("kv_cache_dtype", "int8", "kv_cache_dtype"),
+        ("context", "stale", "context must be 'cached' or 'fresh'"),
     ],
 )
 def test_bad_hsa_config_is_rejected(field, value, message):
