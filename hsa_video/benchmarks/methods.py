@@ -26,6 +26,7 @@ class Method:
     build: Callable  # (knob value, context) -> sampler
     sweep: tuple[float, ...] = ()  # knob values measured to map knob → time fraction
     description: str = ""
+    knob_from: str | None = None  # not calibrated: runs at this method's knob (an oracle at equal compute)
 
 
 @dataclass
@@ -92,6 +93,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "ablation: skipped tokens frozen instead of the cached Euler update"),
     Method("hsa_random_scores", "budget", _hsa(score="random"), BUDGETS,
            "ablation: random scores instead of velocity dynamics"),
+    Method("hsa_staggered", "budget", _hsa(stagger_phases=True), BUDGETS,
+           "ablation: staggered phases (steady per-step load) instead of aligned"),
+    Method("hsa_fresh_context", "budget", _hsa(context="fresh"), BUDGETS,
+           "oracle at HSA's budget: every token computed each step for fresh K/V, only active velocities used",
+           knob_from="hsa"),
     Method("ras", "budget", _ras, BUDGETS, "RAS-style per-step top-k tokens (arXiv 2502.10389)"),
     Method("easycache", "threshold", _easycache, THRESHOLDS_EASYCACHE,
            "EasyCache-style step reuse (arXiv 2507.02860)"),

@@ -104,7 +104,7 @@ def calibrate(harness, methods, context, calibration, progress) -> dict:
 
     curves = {}
     for method in methods:
-        if method.knob == "fraction":
+        if method.knob == "fraction" or method.knob_from:
             continue
         measured: dict[float, list[float]] = {}
         for value in method.sweep:
@@ -128,6 +128,7 @@ def tune_hsa(harness, context, tuning, references, budget: float, progress) -> t
     from hsa_core.quality import clip_fidelity
 
     grid = {
+        "stagger_phases": (False, True),
         "warmup_fraction": (0.05, 0.1, 0.2),
         "final_fraction": (0.025, 0.05, 0.1),
         "refresh_interval": (2, 4, 8),
@@ -432,6 +433,10 @@ def run(args: argparse.Namespace) -> int:
     if any(not 0 < f <= 1 for f in args.fractions):
         raise ValueError("--fractions must be in (0, 1]")
     methods = [METHODS[name] for name in (args.methods or METHODS)]
+    missing = {m.knob_from for m in methods if m.knob_from} - {m.name for m in methods}
+    if missing:
+        raise ValueError(f"--methods: {', '.join(m.name for m in methods if m.knob_from in missing)} "
+                         f"run at the knob of {', '.join(sorted(missing))}; add it")
     model = TinyVideoModel.load(args.weights or WEIGHTS_DIR)
     harness = Harness(model, args.steps)
     targets = sorted(args.fractions, reverse=True)
@@ -443,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
     sweeps = sum(len(m.sweep) for m in methods if m.knob != "fraction")
     tuning_prompts = [p for p in t2v if p[2] == "tuning"]
     tune = not args.no_tune and any(m.name == "hsa" for m in methods)
-    total = (len(everything) + sweeps + (14 * len(tuning_prompts) if tune else 0)
+    total = (len(everything) + sweeps + (15 * len(tuning_prompts) if tune else 0)
              + len(everything) * len(targets) * (len(methods) + tune))
     bar = tqdm(total=total, unit="run", desc="bench pareto", file=sys.stderr)
 
@@ -486,7 +491,9 @@ def run(args: argparse.Namespace) -> int:
         curves["hsa_tuned"] = calibrate(harness, [tuned_method], tuned_context, calibration, bar.update)["hsa_tuned"]
         methods = methods + [tuned_method]
     contexts = {m.name: (tuned_context if m.name == "hsa_tuned" else context) for m in methods}
-    knobs = {(m.name, t): knob_for_target(m, curves.get(m.name, {}), t) for m in methods for t in targets}
+    knob_source = {m.name: METHODS.get(m.knob_from, m) if m.knob_from else m for m in methods}
+    knobs = {(m.name, t): knob_for_target(knob_source[m.name], curves.get(knob_source[m.name].name, {}), t)
+             for m in methods for t in targets}
 
     samples, strip_clips = [], {}
     for mode, (caption, seed, split, image) in everything:

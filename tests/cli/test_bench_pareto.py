@@ -24,11 +24,17 @@ def test_knob_interpolation_inverts_monotone_curves():
 
 def test_bench_pareto_writes_rows_tables_and_plots(tmp_path):
     result = hsa_video("bench", "pareto", "--t2v", "2", "--i2v", "2", "--fractions", "0.5", "--steps", "8",
-                       "--methods", "fewer_steps", "hsa", "easycache", "--no-tune", "--calibration-prompts", "1",
+                       "--methods", "fewer_steps", "hsa", "hsa_fresh_context", "easycache", "--no-tune",
+                       "--calibration-prompts", "1",
                        "--threads", "1", "--out", str(tmp_path))
     report = json.loads((tmp_path / "pareto.json").read_text())
     rows = report["rows"]
-    assert {r["method"] for r in rows} == {"fewer_steps", "hsa", "easycache"}
+    assert {r["method"] for r in rows} == {"fewer_steps", "hsa", "hsa_fresh_context", "easycache"}
+    # the fresh-context oracle is not calibrated to time: it runs at HSA's budget on every prompt
+    knobs = {(s["method"], s["mode"], s["seed"]): s["knob"] for s in report["samples"]}
+    assert all(knobs[("hsa_fresh_context", mode, seed)] == knob for (name, mode, seed), knob in knobs.items()
+               if name == "hsa")
+    assert "hsa_fresh_context" not in report["calibration"]
     assert {r["split"] for r in rows} == {"tuning", "heldout"} and {r["mode"] for r in rows} == {"t2v", "i2v"}
     for row in rows:
         assert set(row) >= {"method", "target_fraction", "time_fraction", "token_fraction", "psnr", "ssim",
@@ -51,3 +57,9 @@ def test_bench_pareto_writes_rows_tables_and_plots(tmp_path):
 def test_bench_pareto_rejects_unknown_methods(tmp_path):
     result = hsa_video("bench", "pareto", "--methods", "teacache", "--out", str(tmp_path), check=False)
     assert result.returncode == 2 and "unknown methods ['teacache']" in result.stderr
+
+
+def test_bench_pareto_refuses_an_oracle_without_its_method(tmp_path):
+    result = hsa_video("bench", "pareto", "--methods", "fewer_steps", "hsa_fresh_context", "--out", str(tmp_path),
+                       check=False)
+    assert result.returncode == 2 and "hsa_fresh_context run at the knob of hsa; add it" in result.stderr
