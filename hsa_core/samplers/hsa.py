@@ -11,8 +11,8 @@ Velocity-dynamics score, refreshed whenever a token is computed (guided velocity
     sₙ = ‖vₙ(now) − vₙ(prev)‖₁ / (‖vₙ(prev)‖₁ + ε)            [/ (σ_prev − σ_now) with sigma_gap]
 
 Every ``refresh_interval`` steps inside the window the remaining token-evaluation budget is
-re-solved into step divisors and staggered phases (``allocation.py``), so a token that starts to
-move is promoted. Active tokens attend over all N tokens through the per-layer K/V cache (the
+re-solved into step divisors and phases (``allocation.py``; aligned by default), so a token that
+starts to move is promoted. Active tokens attend over all N tokens through the per-layer K/V cache (the
 adapter's KV-cache synchronisation); inactive tokens are not computed at all.
 
 Cached Euler update: the velocity buffer V keeps each token's latest guided velocity; at every
