@@ -26,8 +26,11 @@ is the plain Euler sampler.
 Guidance: every guidance branch (CFG's two, and further terms such as LTX-2's spatio-temporal and
 modality guidance, ``GuidedDenoiser``) computes the same active set — a token's guided velocity needs
 all of them — and each branch has its own K/V cache. Guidance rescaling's per-group statistics use
-each skipped token's last predictions. Conditioning (frozen) tokens are computed at full steps only
-— as context their K/V stay in the cache through the caching window — and are never stepped.
+each skipped token's last predictions. Conditioning (frozen) tokens are never stepped, but they are
+context: at every caching-window step that computes anything they are computed too (at σ = 0, their
+velocities discarded) so their K/V follow the denoising tokens, and they count towards the budget.
+Computed at full steps only, their K/V froze at the warm-up's for the whole window, and the tiny
+model's I2V fell 17–20 dB short of fewer uniform steps (``refresh_conditioning=False``).
 
 Always-active tokens (``grid.always_active``, LTX-2's audio) are computed at every step and take no
 part in the allocation. They count towards the budget like any other token: the evaluations left
@@ -89,6 +92,8 @@ class HSAConfig:
         instead of the cached Euler update.
     score: "random" allocates from random scores (redrawn at each re-allocation) instead of the
         velocity dynamics.
+    refresh_conditioning: False computes conditioning tokens at full steps only (their K/V go stale
+        for the whole caching window) instead of at every window step.
     context: "fresh" is an oracle, not a saving: every token is computed at every step, so active
         tokens attend to fresh K/V of all tokens, but only the active tokens' velocities are used.
         Against "cached" it measures what stale K/V context costs.
@@ -106,6 +111,7 @@ class HSAConfig:
     kv_sync: bool = True
     skipped_update: Literal["cached_euler", "frozen"] = "cached_euler"
     score: Literal["velocity", "random"] = "velocity"
+    refresh_conditioning: bool = True
     context: Literal["cached", "fresh"] = "cached"
 
     def __post_init__(self) -> None:
@@ -149,7 +155,8 @@ class HSAConfig:
         warmup, final = self.windows(steps)
         window = steps - warmup - final
         scheduled = num_tokens - frozen_tokens - always_active_tokens
-        evaluations = (warmup + final) * num_tokens + window * (always_active_tokens + scheduled / max(self.divisors))
+        every_step = always_active_tokens + (frozen_tokens if self.refresh_conditioning else 0)
+        evaluations = (warmup + final) * num_tokens + window * (every_step + scheduled / max(self.divisors))
         return (cost_model or CostModel()).budget_for(evaluations, steps, num_tokens)
 
 
@@ -194,6 +201,10 @@ class HSASampler:
         pinned = always_active.nonzero().squeeze(1)  # computed at every step
         scheduled = generated[~always_active[generated]]  # the tokens the allocation spreads the budget over
         num_pinned, num_scheduled = pinned.numel(), scheduled.numel()
+        # conditioning tokens recomputed as context at every window step (velocities discarded)
+        context_tokens = frozen.nonzero().squeeze(1).to(device) if frozen is not None and config.refresh_conditioning \
+            else torch.empty(0, dtype=torch.long, device=device)
+        every_step = num_pinned + context_tokens.numel()  # budgeted at every window step
 
         warmup, final = config.windows(steps)
         window_steps = steps - warmup - final
@@ -241,13 +252,13 @@ class HSASampler:
                     new_budget = self.replan(i, clock.now() - start)
                     if new_budget is not None:
                         wanted = cost_model.token_evaluations(min(1.0, new_budget), steps - i, num_tokens)
-                        floor = (steps - final - i) * (num_pinned + num_scheduled / max(config.divisors))
+                        floor = (steps - final - i) * (every_step + num_scheduled / max(config.divisors))
                         remaining_window = max(floor, wanted - final * num_tokens)
                         if window_used + remaining_window < window_budget:
                             window_budget = window_used + remaining_window
                             replans.append((i, float(new_budget)))
                 remaining = steps - final - i
-                rate = (window_budget - window_used - remaining * num_pinned) / (remaining * num_scheduled)
+                rate = (window_budget - window_used - remaining * every_step) / (remaining * num_scheduled)
                 scores = score[scheduled].cpu()
                 if random_scores is not None:
                     scores = torch.rand(scores.shape, generator=random_scores)
@@ -262,11 +273,17 @@ class HSASampler:
                 if num_pinned:
                     active = torch.sort(torch.cat([active, pinned])).values
                 computed = active.numel()
-                window_used += computed
                 if computed and config.context == "fresh":  # oracle: fresh context, active velocities only
                     fresh = denoiser(x, sigma_input(sigmas[i], grid.batch, frozen).to(device))[:, active]
+                elif computed and context_tokens.numel():
+                    forward = torch.sort(torch.cat([active, context_tokens])).values
+                    is_context = frozen.to(device)[forward]
+                    fresh = denoiser(x[:, forward], sigma_input(sigmas[i], grid.batch, is_context).to(device),
+                                     forward)[:, ~is_context]
+                    computed = forward.numel()
                 elif computed:
                     fresh = denoiser(x[:, active], sigma_input(sigmas[i], grid.batch, None).to(device), active)
+                window_used += computed
             else:
                 active, computed = generated, num_tokens
                 fresh = denoiser(x, sigma_input(sigmas[i], grid.batch, frozen).to(device))
