@@ -445,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
     context = MethodContext(hsa_config=HSAConfig())
 
     calibration = [p for p in t2v if p[2] == "tuning"][: args.calibration_prompts]
-    sweeps = sum(len(m.sweep) for m in methods if m.knob != "fraction")
+    sweeps = sum(len(m.sweep) for m in methods if m.knob != "fraction" and not m.knob_from)
     tuning_prompts = [p for p in t2v if p[2] == "tuning"]
     tune = not args.no_tune and any(m.name == "hsa" for m in methods)
     total = (len(everything) + sweeps + (15 * len(tuning_prompts) if tune else 0)
