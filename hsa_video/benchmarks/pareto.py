@@ -355,6 +355,8 @@ def plot(report: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    methods = sorted({r["method"] for r in report["rows"]})
+    colours = plt.get_cmap("tab20")  # one colour per method: there are more methods than tab10 has
     for axis, mode in zip(axes, ("t2v", "i2v")):
         rows = [r for r in report["rows"] if r["mode"] == mode and r["split"] == "heldout"]
         for method in sorted({r["method"] for r in rows}):
@@ -362,6 +364,7 @@ def plot(report: dict, path: Path) -> Path:
             style = "-o" if method in ("hsa", "hsa_tuned") else "--."
             axis.errorbar([p["time_fraction"] for p in points], [p["psnr"] for p in points],
                           yerr=[p["psnr_ci95"] for p in points], fmt=style, label=method, capsize=2,
+                          color={"hsa": "black", "hsa_tuned": "0.5"}.get(method, colours(methods.index(method) % 20)),
                           linewidth=2.2 if method in ("hsa", "hsa_tuned") else 1.2)
         axis.set_title(f"{mode.upper()} held-out: fidelity to the 40-step reference")
         axis.set_xlabel("time fraction (method / reference wall time)")
