@@ -229,16 +229,18 @@ CLI_SMALL = ["--height", str(HEIGHT), "--width", str(WIDTH), "--frames", str(NUM
              "--threads", "1"]
 
 
-def test_the_cli_writes_the_clip_with_its_soundtrack_at_half_budget(saved, tmp_path, capsys):
+def test_the_cli_writes_the_clip_with_its_soundtrack_at_a_reduced_budget(saved, tmp_path, capsys):
+    # 0.6: this toy clip's conditioning frame is half its video tokens, recomputed as context at every
+    # caching-window step, so its floor at 12 steps is 0.534
     frame = write_image(np.full((HEIGHT, WIDTH, 3), 0.5, dtype=np.float32), tmp_path / "frame.png")
     out = tmp_path / "clip.mp4"
     code = main(["generate", "--model", "ltx-2", "--model-path", str(saved), "--prompt", "a dog runs",
-                 "--image", str(frame), "--budget", "0.5", "--steps", "12", "--out", str(out), *CLI_SMALL])
+                 "--image", str(frame), "--budget", "0.6", "--steps", "12", "--out", str(out), *CLI_SMALL])
     captured = capsys.readouterr()
-    assert code == 0
+    assert code == 0, captured.err
     # the preset's guidance: CFG's two branches and modality isolation (the tiny LTX-2.0-like blocks ignore STG)
     assert "K/V cache: 2 layers × 768 tokens × 24 × 2 (K, V) × 4 B (float32) × 3 guidance branches" in captured.err
-    assert "ltx-2 32×32×5  budget 0.5" in captured.out
+    assert "ltx-2 32×32×5  budget 0.6" in captured.out
     assert read_mp4(out).shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
     audio, sample_rate, codec = read_mp4_audio(out)
     # the tiny vocoder upsamples 4× only, so its soundtrack is short; it is there and not silent

@@ -9,7 +9,7 @@ import diffusers
 import pytest
 import torch
 
-from hsa_core import BudgetInfeasibleError, HSASampler
+from hsa_core import BudgetInfeasibleError, HSAConfig, HSASampler
 from hsa_core.models import get_model_spec
 from hsa_core.models.wan import WanVideoModel
 
@@ -85,7 +85,12 @@ def test_the_parity_check_can_fail():
 @pytest.mark.parametrize("name, with_image", CASES)
 def test_half_budget_spends_half_the_token_evaluations(name, with_image):
     job, result, latents = run_ours(name, with_image, HSASampler(0.5), steps=20, shift=3.0, seed=7)
-    assert abs(result.token_fraction - 0.5) <= 0.02
+    # aligned phases (the default) never overspend; on a 20-step schedule the last plan's large-divisor
+    # groups may not fire before the final window, and a two-expert schedule has two such tails
+    assert 0.5 - 0.08 <= result.token_fraction <= 0.5 + 0.01
+    staggered = run_ours(name, with_image, HSASampler(0.5, HSAConfig(stagger_phases=True)), steps=20, shift=3.0,
+                         seed=7)[1]
+    assert abs(staggered.token_fraction - 0.5) <= 0.02
     assert torch.isfinite(latents).all()
     assert result.kv_cache_bytes > 0  # the caching window ran on the K/V cache
     if job.frozen is not None:  # TI2V image-to-video: the image's latent frame is returned untouched
