@@ -98,6 +98,7 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
             log.warning("no API keys configured (HSA_API_KEY_SHA256): the API is open to anyone who can reach it")
         yield
         await app.state.limiter.close()
+        await app.state.store.close_async()
         app.state.queue.close()
         app.state.store.close()
 

@@ -39,6 +39,10 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> JobRecord | None: ...
 
+    async def get_async(self, job_id: str) -> JobRecord | None:
+        """``get`` on the event loop: the status poll, the gateway's most frequent call, without a
+        trip to the thread pool."""
+
     def list(self, limit: int, after: str | None = None, newest_first: bool = True,
              owner: str | None = None) -> tuple[list[JobRecord], bool]:
         """One page of jobs (of ``owner`` only, when given) after the job ``after`` (exclusive) and
@@ -81,6 +85,9 @@ class JobStore(Protocol):
         """Queued and in-progress jobs of ``model`` (the SLA planner's view of the queue)."""
 
     def close(self) -> None: ...
+
+    async def close_async(self) -> None:
+        """Close what ``get_async`` opened on the event loop (before ``close``)."""
 
 
 def merge_cards(cards: list[ModelCard]) -> list[ModelCard]:

@@ -27,6 +27,8 @@ import json
 import time
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -35,6 +37,7 @@ from .base import ActiveJobLimit, IdempotencyConflict, merge_cards
 
 # 0.05, 0.1, 0.2, 0.4, 0.8, then 1 s per try: ~15 s of outage ridden out (a restart takes ~1 s)
 RECONNECT_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
+ASYNC_RECONNECT_RETRY = redis.asyncio.retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
 
 # KEYS[1] job hash, KEYS[2] and KEYS[3] (optional) the model's queued_work and queued_floor hashes;
 # ARGV[1] allowed current statuses
@@ -72,6 +75,10 @@ class RedisJobStore:
                                           health_check_interval=30, retry=RECONNECT_RETRY)
         self.prefix = prefix
         self.idempotency_ttl = idempotency_ttl
+        # the gateway's status polls read on its event loop; connections open on first use, on that loop
+        self.redis_async = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_timeout=10,
+                                                        socket_connect_timeout=5, health_check_interval=30,
+                                                        retry=ASYNC_RECONNECT_RETRY)
         self._transition = self.redis.register_script(_TRANSITION)
         self._set_progress = self.redis.register_script(_SET_PROGRESS)
 
@@ -137,6 +144,9 @@ class RedisJobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self.redis.hgetall(self._key("job", job_id)))
+
+    async def get_async(self, job_id: str) -> JobRecord | None:
+        return self._load(await self.redis_async.hgetall(self._key("job", job_id)))
 
     def list(self, limit: int, after: str | None = None, newest_first: bool = True,
              owner: str | None = None) -> tuple[list[JobRecord], bool]:
@@ -317,6 +327,9 @@ class RedisJobStore:
             pipe.hgetall(self._key("job", job_id))
         records = [self._load(fields) for fields in pipe.execute()]
         return [r for r in records if r is not None and not r.status.terminal]
+
+    async def close_async(self) -> None:
+        await self.redis_async.aclose()
 
     def close(self) -> None:
         self.redis.close()

@@ -135,6 +135,11 @@ class SqliteJobStore:
         return self._load(self._connection().execute(
             "SELECT status, progress, record FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
+    async def get_async(self, job_id: str) -> JobRecord | None:
+        # a primary-key read in WAL mode, which never waits for a writer: tens of microseconds, less
+        # than the thread-pool trip it would take to move it off the event loop
+        return self.get(job_id)
+
     def list(self, limit: int, after: str | None = None, newest_first: bool = True,
              owner: str | None = None) -> tuple[list[JobRecord], bool]:
         db = self._connection()
@@ -250,6 +255,9 @@ class SqliteJobStore:
     def queue_depth(self, model: str) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND model = ?",
                                           (model,)).fetchone()[0]
+
+    async def close_async(self) -> None:
+        return None
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

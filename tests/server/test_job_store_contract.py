@@ -1,5 +1,6 @@
 """The JobStore contract, run against both implementations (SQLite and a real Redis server)."""
 
+import asyncio
 import time
 
 import pytest
@@ -18,6 +19,20 @@ def test_create_get_roundtrip(store):
     assert again == record
     assert again.status == JobStatus.queued and again.spec.budget == 0.5
     assert store.get("video_missing") is None
+
+
+def test_the_event_loop_read_sees_what_get_sees(store):
+    record = make_record(prompt="a red circle")
+    store.create(record)
+
+    async def read_twice():
+        try:
+            return await store.get_async(record.id), await store.get_async("video_missing")
+        finally:
+            await store.close_async()
+
+    found, missing = asyncio.run(read_twice())
+    assert found == store.get(record.id) == record and missing is None
 
 
 def test_list_pages_newest_first_and_oldest_first(store):
