@@ -69,3 +69,23 @@ def test_user_errors_are_one_clear_line_and_exit_2(args, message):
     result = hsa_video(*args, check=False)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, logged", [((), True), (("--no-access-log",), False)])
+def test_serve_logs_each_request_unless_told_not_to(tmp_path, flags, logged):
+    import httpx
+
+    from tests.services import Process, free_port, hsa_video_command, service_env, wait_until
+
+    port = free_port()
+    gateway = Process(hsa_video_command("serve", "--no-worker", "--port", str(port), *flags), tmp_path / "gateway.log",
+                      env=service_env(data_dir=str(tmp_path / "data")))
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200, 60,
+                   "gateway up", gateway)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/videos/video_0123456789abcdef").status_code == 404
+    finally:
+        gateway.stop()
+    log = (tmp_path / "gateway.log").read_text()
+    assert "Application startup complete" in log  # the gateway's own log stays on either way
+    assert ('"GET /v1/videos/video_0123456789abcdef HTTP/1.1" 404' in log) == logged
