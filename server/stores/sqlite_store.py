@@ -194,7 +194,9 @@ class SqliteJobStore:
                               f"WHERE status = 'in_progress' AND model IN ({marks})", models).rowcount
 
     def set_progress(self, job_id: str, progress: float) -> None:
-        self._connection().execute("UPDATE jobs SET progress = ? WHERE id = ?", (round(progress, 2), job_id))
+        # only a running job's: a worker's late report must not rewind a finished or cancelled one
+        self._connection().execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = ?",
+                                   (round(progress, 2), job_id, JobStatus.in_progress.value))
 
     def finish(self, record: JobRecord) -> bool:
         with self._transaction() as db:

@@ -191,6 +191,18 @@ def test_lifecycle_start_progress_finish(store):
     assert done.status == JobStatus.completed and done.progress == 100 and done.stats["achieved_compute_fraction"] == 0.5
     assert store.start(record.id) is None  # terminal jobs never restart
     assert not store.finish(done)  # and never finish twice
+    store.set_progress(record.id, 97.5)  # a worker's late progress report
+    assert store.get(record.id).progress == 100
+
+
+def test_progress_moves_only_while_in_progress(store):
+    record = make_record()
+    store.create(record)
+    store.set_progress(record.id, 10.0)
+    assert store.get(record.id).progress == 0
+    store.cancel(record.id)
+    store.set_progress(record.id, 20.0)
+    assert store.get(record.id).progress == 0
 
 
 def test_redelivered_job_restarts_and_counts_attempts(store):
