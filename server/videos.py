@@ -20,7 +20,7 @@ from .errors import APIError
 from .jobs import JobRecord, JobStatus, input_key, is_job_id, new_job_id
 from .schemas import VideoCreate, parse_create, resolve_request, video_object
 from .sla import floor_budget, load_capped_budget, plan_job, retry_after, work_ahead
-from .stores import ActiveJobLimit, IdempotencyConflict
+from .stores import ActiveJobLimit, IdempotencyConflict, PlannerView
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 ApiKey = Annotated[str, Depends(require_api_key)]
@@ -152,20 +152,17 @@ def _find_card(cards: list, model: str):
                    extra={"models": [card.id for card in cards]})
 
 
-def _plan_deadline(record: JobRecord, card, queued_work: dict[int, float], running: list[JobRecord],
-                   settings, queued_floor_work=None) -> None:
-    """Pick the budget for the deadline from the worker's timing model and the live queue (or 429).
-    ``queued_floor_work()`` (the queue at its smallest budgets) is read only when the planned queue
-    leaves no room."""
+def _plan_deadline(record: JobRecord, card, queue: PlannerView, settings) -> None:
+    """Pick the budget for the deadline from the worker's timing model and the live queue (or 429)."""
     spec, now = record.spec, time.time()
-    ahead = work_ahead(queued_work, running, spec.priority, card.timing, now)
+    ahead = work_ahead(queue.queued_work, queue.running, spec.priority, card.timing, now)
     # the cap the worker applies at start (the load its heartbeat saw): predict the budget it will run
     cap = load_capped_budget(card.arrival_rate, card.workers, card.timing, spec.steps, spec.min_budget or 1.0)
     plan = plan_job(spec, card.timing, ahead, card.workers, now, budget_cap=cap)
-    if plan.budget is None and queued_floor_work is not None:
+    if plan.budget is None:
         # the queued SLA jobs shrink when they start if jobs behind them need the time: admit this one
         # if the queue at its smallest budgets leaves room, at its own smallest budget (re-planned at start)
-        floor_ahead = work_ahead(queued_floor_work(), running, spec.priority, card.timing, now)
+        floor_ahead = work_ahead(queue.queued_floor_work, queue.running, spec.priority, card.timing, now)
         floor_spec = spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"})
         floor_plan = plan_job(floor_spec, card.timing, floor_ahead, card.workers, now)
         if floor_plan.completion_at <= spec.deadline_at:
@@ -249,8 +246,7 @@ def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: str,
     spec = resolve_request(body, card, png is not None, job_id, input_key(job_id) if png else None)
     record = JobRecord(spec=spec, owner=api_key)
     if card.timing is not None:
-        _plan_deadline(record, card, store.queued_work(card.id), store.running_jobs(card.id), settings,
-                       queued_floor_work=lambda: store.queued_work(card.id, at_floor=True))
+        _plan_deadline(record, card, store.planner_view(card.id), settings)
     elif card.seconds_per_step:  # a worker without a timing model: no SLA planning, a generous limit
         spec.soft_time_limit = round(settings.time_limit_factor * card.seconds_per_step * spec.steps + 60.0, 1)
 

@@ -4,6 +4,6 @@
 which doubles as its own queue). Both implement ``JobStore`` and pass the same contract tests.
 """
 
-from .base import ActiveJobLimit, IdempotencyConflict, JobStore, open_job_store
+from .base import ActiveJobLimit, IdempotencyConflict, JobStore, PlannerView, open_job_store
 
-__all__ = ["ActiveJobLimit", "IdempotencyConflict", "JobStore", "open_job_store"]
+__all__ = ["ActiveJobLimit", "IdempotencyConflict", "JobStore", "PlannerView", "open_job_store"]

@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..jobs import JobRecord, JobStatus, ModelCard
-from .base import ActiveJobLimit, IdempotencyConflict, merge_cards
+from .base import ActiveJobLimit, IdempotencyConflict, PlannerView, merge_cards
 
 # 0.05, 0.1, 0.2, 0.4, 0.8, then 1 s per try: ~15 s of outage ridden out (a restart takes ~1 s)
 RECONNECT_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
@@ -310,15 +310,31 @@ class RedisJobStore:
         return [self._key("queued_work", model), self._key("queued_floor", model)]
 
     def queued_work(self, model: str, at_floor: bool = False) -> dict[int, float]:
-        work = self.redis.hgetall(self._key("queued_floor" if at_floor else "queued_work", model))
-        return {int(priority): max(0.0, float(seconds)) for priority, seconds in work.items()}  # float drift
+        return self._work(self.redis.hgetall(self._key("queued_floor" if at_floor else "queued_work", model)))
+
+    @staticmethod
+    def _work(fields: dict[str, str]) -> dict[int, float]:
+        return {int(priority): max(0.0, float(seconds)) for priority, seconds in fields.items()}  # float drift
 
     def running_jobs(self, model: str) -> list[JobRecord]:
-        pipe = self.redis.pipeline()
-        for job_id in self.redis.smembers(self._key("running", model)):
+        return self._running(self.redis.smembers(self._key("running", model)))
+
+    def _running(self, job_ids) -> list[JobRecord]:
+        if not job_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
             pipe.hgetall(self._key("job", job_id))
         records = [self._load(fields) for fields in pipe.execute()]
         return [r for r in records if r is not None and r.status == JobStatus.in_progress]
+
+    def planner_view(self, model: str) -> PlannerView:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self._key("queued_work", model))
+        pipe.hgetall(self._key("queued_floor", model))
+        pipe.smembers(self._key("running", model))
+        work, floor, running_ids = pipe.execute()
+        return PlannerView(self._work(work), self._work(floor), self._running(running_ids))
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         ids = self.redis.sunion(self._key("queued", model), self._key("running", model))

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..jobs import JobRecord, JobStatus, ModelCard
-from .base import ActiveJobLimit, IdempotencyConflict, merge_cards
+from .base import ActiveJobLimit, IdempotencyConflict, PlannerView, merge_cards
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -247,6 +247,9 @@ class SqliteJobStore:
         rows = self._connection().execute(
             "SELECT status, progress, record FROM jobs WHERE status = 'in_progress' AND model = ?", (model,)).fetchall()
         return [self._load(row) for row in rows]
+
+    def planner_view(self, model: str) -> PlannerView:
+        return PlannerView(self.queued_work(model), self.queued_work(model, at_floor=True), self.running_jobs(model))
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         rows = self._connection().execute(

@@ -139,6 +139,10 @@ def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(stor
     assert store.queued_work("tiny", at_floor=True) == pytest.approx({0: 1.0, 3: 0.875, 9: 0.125})
     store.start(started.id)
     assert [r.id for r in store.running_jobs("tiny")] == [started.id]
+    view = store.planner_view("tiny")  # the same figures, read together
+    assert view.queued_work == pytest.approx({0: 4.0, 3: 2.0, 9: 0.5})
+    assert view.queued_floor_work == pytest.approx({0: 1.0, 3: 0.5, 9: 0.125})
+    assert [r.id for r in view.running] == [started.id] and view.running[0].status == JobStatus.in_progress
     store.cancel(cancelled.id)
     store.delete(deleted.id)
     store.cancel(started.id)  # a running job was no longer queued work
@@ -146,7 +150,7 @@ def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(stor
         work = store.queued_work("tiny", at_floor=at_floor)
         assert work.get(0, 0) == pytest.approx(0) and work.get(3, 0) == pytest.approx(0)
         assert work[9] == pytest.approx(left)
-    assert store.running_jobs("tiny") == []
+    assert store.running_jobs("tiny") == [] and store.planner_view("tiny").running == []
 
 
 def test_cards_of_one_model_merge_with_the_busiest_arrival_rate(store):
