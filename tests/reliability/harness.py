@@ -127,9 +127,9 @@ class Stack:
         self.workers.append(worker)
         return worker
 
-    def start_gateway(self, processes: int = 1) -> Process:
+    def start_gateway(self, processes: int = 1, extra_args: tuple[str, ...] = ()) -> Process:
         self.gateway = Process(hsa_video_command("serve", "--port", str(self.gateway_port), "--log-level", "info",
-                                                 "--workers", str(processes)),
+                                                 "--workers", str(processes), *extra_args),
                                self.folder / f"gateway-{time.monotonic_ns()}.log", env=service_env(**self.settings))
         wait_until(lambda: httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200, 60,
                    "gateway ready", self.gateway)
