@@ -237,11 +237,16 @@ class SqliteJobStore:
         return merge_cards([ModelCard.model_validate_json(row[0]) for row in rows])
 
     def queued_work(self, model: str, at_floor: bool = False) -> dict[int, float]:
-        field = "predicted_floor_seconds" if at_floor else "predicted_service_seconds"
+        return self._queued_work_sums(model)[1 if at_floor else 0]
+
+    def _queued_work_sums(self, model: str) -> tuple[dict[int, float], dict[int, float]]:
+        """Queued work per priority at the planned budgets and at the floor, in one scan."""
         rows = self._connection().execute(
-            f"SELECT priority, SUM(COALESCE(json_extract(record, '$.{field}'), 0)) FROM jobs "
+            "SELECT priority, SUM(COALESCE(json_extract(record, '$.predicted_service_seconds'), 0)), "
+            "SUM(COALESCE(json_extract(record, '$.predicted_floor_seconds'), 0)) FROM jobs "
             "WHERE status = 'queued' AND model = ? GROUP BY priority", (model,)).fetchall()
-        return {priority: seconds for priority, seconds in rows if seconds}
+        return ({priority: work for priority, work, _ in rows if work},
+                {priority: floor for priority, _, floor in rows if floor})
 
     def running_jobs(self, model: str) -> list[JobRecord]:
         rows = self._connection().execute(
@@ -249,7 +254,7 @@ class SqliteJobStore:
         return [self._load(row) for row in rows]
 
     def planner_view(self, model: str) -> PlannerView:
-        return PlannerView(self.queued_work(model), self.queued_work(model, at_floor=True), self.running_jobs(model))
+        return PlannerView(*self._queued_work_sums(model), self.running_jobs(model))
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         rows = self._connection().execute(
