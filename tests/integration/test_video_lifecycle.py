@@ -55,24 +55,33 @@ def test_text_to_video_create_and_poll_then_download(deployment, tmp_path):
 
 def test_image_to_video_keeps_the_first_frame(deployment, tmp_path):
     client = deployment.client()
-    first_frame = render(sample_spec(np.random.default_rng(5)))[0]  # (32, 32, 3) in [0, 1]
-    png = io.BytesIO()
-    Image.fromarray(to_uint8(first_frame)).save(png, format="PNG")
-    video = client.videos.create_and_poll(
-        prompt="a white triangle moving right on a plain green background", size="32x32",
-        input_reference=("first.png", png.getvalue(), "image/png"), extra_body={"steps": 8, "seed": 1},
-        poll_interval_ms=100,
-    )
-    assert video.status == "completed", (video, deployment.logs())
-    assert video.model_extra["image_to_video"] is True
-    clip = decode(client.videos.download_content(video.id).content, tmp_path)
-    assert clip.shape == (16, 32, 32, 3)
+    prompt = "a white triangle moving right on a plain green background"
+
+    def image_to_video(first_frame: np.ndarray) -> np.ndarray:
+        png = io.BytesIO()
+        Image.fromarray(to_uint8(first_frame)).save(png, format="PNG")
+        video = client.videos.create_and_poll(
+            prompt=prompt, size="32x32", input_reference=("first.png", png.getvalue(), "image/png"),
+            extra_body={"steps": 8, "seed": 1}, poll_interval_ms=100,
+        )
+        assert video.status == "completed", (video, deployment.logs())
+        assert video.model_extra["image_to_video"] is True
+        clip = decode(client.videos.download_content(video.id).content, tmp_path)
+        assert clip.shape == (16, 32, 32, 3)
+        return clip
+
+    captioned = render(sample_spec(np.random.default_rng(5)))[0]  # the prompt's own scene, (32, 32, 3) in [0, 1]
+    other = render(sample_spec(np.random.default_rng(6)))[0]  # a white square on a purple gradient
     # frame 0 is held clean: only the autoencoder round trip and MP4 coding separate it from the input
-    assert np.abs(clip[0] - first_frame).mean() < 0.05
-    t2v = client.videos.create_and_poll(prompt="a white triangle moving right on a plain green background",
-                                        size="32x32", extra_body={"steps": 8, "seed": 1}, poll_interval_ms=100)
-    t2v_clip = decode(client.videos.download_content(t2v.id).content, tmp_path)
-    assert np.abs(t2v_clip[0] - first_frame).mean() > 0.1  # without the image, frame 0 is the model's own
+    assert np.abs(image_to_video(captioned)[0] - captioned).mean() < 0.05
+    # the image, not the prompt or the seed, decides frame 0: same request, another picture
+    assert np.abs(image_to_video(other)[0] - other).mean() < 0.05
+    t2v = client.videos.create_and_poll(prompt=prompt, size="32x32", extra_body={"steps": 8, "seed": 1},
+                                        poll_interval_ms=100)
+    assert t2v.model_extra["image_to_video"] is False
+    # without an image, frame 0 is the model's own drawing of the prompt: same background, its own triangle
+    t2v_first = decode(client.videos.download_content(t2v.id).content, tmp_path)[0]
+    assert np.abs(t2v_first - other).mean() > 0.2
 
 
 def test_cancel_a_running_job_frees_the_worker(deployment):
