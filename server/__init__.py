@@ -7,7 +7,7 @@ It never imports torch or hsa_core (a test guards this), so the gateway image st
     schemas.py   VideoCreate validation against a model's limits; the OpenAI video object
     jobs.py      JobSpec (queue message), JobRecord (stored state), ModelCard (worker limits)
     stores/      JobStore: Redis (production) and SQLite (the one-process default)
-    queues.py    JobQueue: Celery send_task by name, or the embedded SQLite queue
+    queues.py    JobQueue: the Celery task message the store writes with the job, or none (embedded SQLite queue)
     storage.py   ObjectStore: S3 (boto3) or a local directory
     webhooks.py  Standard-Webhooks-signed delivery with retries
     settings.py  HSA_* environment settings

@@ -133,13 +133,13 @@ def _normalise_image(data: bytes) -> bytes:
                        "image", "input_reference") from None
 
 
-def _live_cards(state) -> list:
+async def _live_cards(state) -> list:
     """The live workers' model cards, re-read at most every ``CARD_CACHE_SECONDS``: they change at
     heartbeat pace, and reading them (a scan plus every card's limits) is a fair share of a create."""
     cached = getattr(state, "live_cards", None)
     now = time.monotonic()
     if cached is None or now - cached[0] > CARD_CACHE_SECONDS:
-        cached = state.live_cards = (now, state.store.models())
+        cached = state.live_cards = (now, await run_in_threadpool(state.store.models))
     return cached[1]
 
 
@@ -225,8 +225,7 @@ async def _create_video(request: Request, api_key: str) -> JSONResponse:
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise APIError(400, "invalid_idempotency_key",
                        f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-    # everything else blocks (store, broker, image decoding): one trip to the thread pool, not one per call
-    record, created = await run_in_threadpool(_accept_job, request.app.state, body, image, api_key, idempotency_key)
+    record, created = await _accept_job(request.app.state, body, image, api_key, idempotency_key)
     headers = {"openai-poll-after-ms": str(request.app.state.settings.poll_after_ms)}
     if created:
         metrics.SUBMISSIONS.labels(record.spec.model, record.spec.tier or "", record.spec.budget_source).inc()
@@ -235,18 +234,21 @@ async def _create_video(request: Request, api_key: str) -> JSONResponse:
     return JSONResponse(video_object(record), headers=headers)
 
 
-def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: str,
-                idempotency_key: str | None) -> tuple[JobRecord, bool]:
+async def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: str,
+                      idempotency_key: str | None) -> tuple[JobRecord, bool]:
     """Validate against the model, plan the budget, store and queue the job; the stored job (an
-    earlier one for a replayed idempotency key) and whether it is new."""
+    earlier one for a replayed idempotency key) and whether it is new.
+
+    On the event loop, like a status poll: the store's reads and its one-trip create are awaited;
+    only an image (decoding, its upload) and the once-a-second card refresh go to the thread pool."""
     settings, store, queue, storage = state.settings, state.store, state.queue, state.storage
-    card = _find_card(_live_cards(state), body.model or settings.default_model)
+    card = _find_card(await _live_cards(state), body.model or settings.default_model)
     job_id = new_job_id()
-    png = _normalise_image(image) if image is not None else None
+    png = await run_in_threadpool(_normalise_image, image) if image is not None else None
     spec = resolve_request(body, card, png is not None, job_id, input_key(job_id) if png else None)
     record = JobRecord(spec=spec, owner=api_key)
     if card.timing is not None:
-        _plan_deadline(record, card, store.planner_view(card.id), settings)
+        _plan_deadline(record, card, await store.planner_view_async(card.id), settings)
     elif card.seconds_per_step:  # a worker without a timing model: no SLA planning, a generous limit
         spec.soft_time_limit = round(settings.time_limit_factor * card.seconds_per_step * spec.steps + 60.0, 1)
 
@@ -257,27 +259,23 @@ def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: str,
         idempotency_key = f"{api_key[:16]}:{idempotency_key}"
 
     if png is not None:
-        storage.put_bytes(spec.input_key, png, "image/png")
+        await run_in_threadpool(storage.put_bytes, spec.input_key, png, "image/png")
+    created = False
     try:
-        stored, created = store.create(record, idempotency_key, body_hash,
-                                       settings.max_active_jobs_per_key if api_key else 0)
+        # the job and its queue message, in one transaction: queued if and only if stored
+        stored, created = await store.create_async(record, idempotency_key, body_hash,
+                                                   settings.max_active_jobs_per_key if api_key else 0,
+                                                   queue.message(spec))
     except IdempotencyConflict as conflict:
         raise APIError(409, "idempotency_key_reused", "Idempotency-Key was already used with a different "
                        f"request body (job {conflict.job_id})", extra={"video_id": conflict.job_id}) from None
     except ActiveJobLimit as limit:
-        if png is not None:
-            storage.delete_prefix(f"videos/{job_id}/")
         raise APIError(429, "too_many_active_jobs", f"this API key already has {limit.limit} queued or running "
                        "jobs; wait for one to finish", type="rate_limit_error",
                        headers={"Retry-After": str(ACTIVE_LIMIT_RETRY_AFTER_SECONDS)}) from None
-    if created:
-        try:
-            queue.submit(spec)
-        except Exception as error:  # broker down: drop the job rather than leave it queued forever
-            store.delete(stored.id)
-            storage.delete_prefix(f"videos/{stored.id}/")
-            raise APIError(503, "queue_unavailable", f"could not queue the job: {error}",
-                           type="server_error") from None
+    finally:
+        if png is not None and not created:  # refused, failed or replayed: no job owns the uploaded image
+            await run_in_threadpool(storage.delete_prefix, f"videos/{job_id}/")
     return stored, created
 
 

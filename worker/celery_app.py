@@ -204,8 +204,7 @@ class OrphanReaper:
         while not self._stop.wait(self.settings.worker_heartbeat_seconds):
             try:
                 for record in self.store.orphaned_jobs(self.model):
-                    if self.store.requeue(record):
-                        queue.submit(record.spec)
+                    if self.store.requeue(record, queue.message(record.spec)):
                         log.warning("job %s re-queued: its worker stopped heartbeating", record.id)
             except Exception as error:  # the store may be briefly unreachable; try again next beat
                 log.warning("orphan check failed: %s", error)

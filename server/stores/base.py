@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..jobs import JobRecord, JobStatus, ModelCard
+from ..queues import QueueMessage
 
 # status transitions a store performs atomically (compare-and-set on the current status)
 ACTIVE = (JobStatus.queued, JobStatus.in_progress)
@@ -40,12 +41,17 @@ class JobStore(Protocol):
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
 
-    def create(self, record: JobRecord, idempotency_key: str | None = None,
-               body_hash: str | None = None, max_active: int = 0) -> tuple[JobRecord, bool]:
+    def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
+               max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
         """Store a new job; with a key seen before, return that job and False (or raise
         ``IdempotencyConflict`` if it came with a different body hash). With ``max_active`` > 0, raise
         ``ActiveJobLimit`` instead when ``record.owner`` already has that many active jobs (atomic:
-        concurrent creates cannot overshoot)."""
+        concurrent creates cannot overshoot). ``message``: the job's queue message, written in the
+        same transaction (a new job only; the SQLite store is its own queue and takes none)."""
+
+    async def create_async(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
+                           max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+        """``create`` for the gateway's event loop."""
 
     def get(self, job_id: str) -> JobRecord | None: ...
 
@@ -91,9 +97,9 @@ class JobStore(Protocol):
 
     def running_jobs(self, model: str) -> list[JobRecord]: ...
 
-    def planner_view(self, model: str) -> PlannerView:
-        """``queued_work`` at both budgets and ``running_jobs``, read together: on Redis one round trip
-        (two while jobs run) instead of three or four."""
+    async def planner_view_async(self, model: str) -> PlannerView:
+        """``queued_work`` at both budgets and ``running_jobs``, read together on the gateway's event
+        loop: on Redis one round trip (two while jobs run) instead of three or four."""
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         """Queued and in-progress jobs of ``model`` (the SLA planner's view of the queue)."""

@@ -33,6 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..jobs import JobRecord, JobStatus, ModelCard
+from ..queues import QueueMessage
 from .base import ActiveJobLimit, IdempotencyConflict, PlannerView, merge_cards
 
 # 0.05, 0.1, 0.2, 0.4, 0.8, then 1 s per try: ~15 s of outage ridden out (a restart takes ~1 s)
@@ -64,6 +65,37 @@ return 0
 """
 
 
+# One script, so a create is one round trip and all-or-nothing: the idempotency claim, the per-key
+# cap, the record with its indexes and queued work, and the Celery message land together or not at all.
+# KEYS: job hash, jobs index, owner's jobs, owner's active set, model's queued set, queued_work,
+# queued_floor, idempotency key or "", queue list or ""; ARGV: status, progress, record JSON,
+# priority, work, floor, created_at, job id, max_active, idempotency claim JSON or "", body hash,
+# idempotency TTL, message payload or "", job key prefix. Returns {"created"}, {"replay", id},
+# {"conflict", id} or {"limit"}.
+_CREATE = """
+if ARGV[10] ~= '' then
+  local seen = redis.call('GET', KEYS[8])
+  if seen then
+    seen = cjson.decode(seen)
+    if seen['body_hash'] ~= ARGV[11] then return {'conflict', seen['job_id']} end
+    if redis.call('EXISTS', ARGV[14] .. seen['job_id']) == 1 then return {'replay', seen['job_id']} end
+  end
+end
+local max_active = tonumber(ARGV[9])
+if max_active > 0 and redis.call('SCARD', KEYS[4]) >= max_active then return {'limit'} end
+if ARGV[10] ~= '' then redis.call('SET', KEYS[8], ARGV[10], 'EX', ARGV[12]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'progress', ARGV[2], 'record', ARGV[3], 'priority', ARGV[4],
+           'work', ARGV[5], 'floor', ARGV[6])
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBYFLOAT', KEYS[6], ARGV[4], ARGV[5]) end
+if tonumber(ARGV[6]) > 0 then redis.call('HINCRBYFLOAT', KEYS[7], ARGV[4], ARGV[6]) end
+redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8])
+redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
+redis.call('SADD', KEYS[4], ARGV[8])
+redis.call('SADD', KEYS[5], ARGV[8])
+if ARGV[13] ~= '' then redis.call('LPUSH', KEYS[9], ARGV[13]) end
+return {'created'}
+"""
+
 _SET_PROGRESS = """
 if redis.call('HGET', KEYS[1], 'status') == 'in_progress' then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
 """
@@ -81,6 +113,8 @@ class RedisJobStore:
                                                         retry=ASYNC_RECONNECT_RETRY)
         self._transition = self.redis.register_script(_TRANSITION)
         self._set_progress = self.redis.register_script(_SET_PROGRESS)
+        self._create = self.redis.register_script(_CREATE)
+        self._create_on_loop = self.redis_async.register_script(_CREATE)
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -103,44 +137,51 @@ class RedisJobStore:
         data["progress"] = float(fields.get("progress", 0.0))
         return JobRecord.model_validate(data)
 
-    def create(self, record: JobRecord, idempotency_key: str | None = None,
-               body_hash: str | None = None, max_active: int = 0) -> tuple[JobRecord, bool]:
-        if idempotency_key is not None:
-            claim = json.dumps({"body_hash": body_hash, "job_id": record.id})
-            idem_key = self._key("idem", idempotency_key)
-            if not self.redis.set(idem_key, claim, nx=True, ex=self.idempotency_ttl):
-                seen = json.loads(self.redis.get(idem_key) or "null")
-                if seen is not None:
-                    if seen["body_hash"] != body_hash:
-                        raise IdempotencyConflict(seen["job_id"])
-                    existing = self.get(seen["job_id"])
-                    if existing is not None:
-                        return existing, False
-                self.redis.set(idem_key, claim, ex=self.idempotency_ttl)  # the earlier job is gone
-        active = self._key("owner", record.owner, "active")
-        if max_active:
-            # claim a slot first and count after (one transaction): concurrent creates may refuse
-            # each other near the cap, but can never both take the last slot
-            pipe = self.redis.pipeline()
-            pipe.sadd(active, record.id)
-            pipe.scard(active)
-            if pipe.execute()[1] > max_active:
-                self.redis.srem(active, record.id)
-                if idempotency_key is not None:
-                    self.redis.delete(self._key("idem", idempotency_key))
-                raise ActiveJobLimit(max_active)
-        pipe = self.redis.pipeline()
-        pipe.hset(self._key("job", record.id), mapping={
-            "status": record.status.value, "progress": record.progress, "record": self._dump(record),
-            "priority": record.spec.priority, "work": record.predicted_service_seconds or 0.0,
-            "floor": record.predicted_floor_seconds or 0.0})
-        self._add_queued_work(pipe, record, +1)
-        pipe.zadd(self._key("jobs"), {record.id: record.created_at})
-        pipe.zadd(self._key("owner", record.owner, "jobs"), {record.id: record.created_at})
-        pipe.sadd(active, record.id)
-        pipe.sadd(self._key("queued", record.spec.model), record.id)
-        pipe.execute()
-        return record, True
+    def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
+               max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+        for _ in range(2):
+            outcome = self._create(*self._create_call(record, idempotency_key, body_hash, max_active, message))
+            if (result := self._created(record, outcome, max_active)) is not None:
+                return result
+            if (replayed := self.get(outcome[1])) is not None:
+                return replayed, False
+        raise RuntimeError(f"idempotency key {idempotency_key!r} keeps naming a deleted job")
+
+    async def create_async(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
+                           max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+        for _ in range(2):
+            outcome = await self._create_on_loop(*self._create_call(record, idempotency_key, body_hash, max_active,
+                                                                    message))
+            if (result := self._created(record, outcome, max_active)) is not None:
+                return result
+            if (replayed := await self.get_async(outcome[1])) is not None:
+                return replayed, False
+        raise RuntimeError(f"idempotency key {idempotency_key!r} keeps naming a deleted job")
+
+    def _create_call(self, record: JobRecord, idempotency_key: str | None, body_hash: str | None, max_active: int,
+                     message: QueueMessage | None) -> tuple[list[str], list]:
+        model, owner = record.spec.model, record.owner
+        keys = [self._key("job", record.id), self._key("jobs"), self._key("owner", owner, "jobs"),
+                self._key("owner", owner, "active"), self._key("queued", model), *self._queue_keys(model),
+                self._key("idem", idempotency_key) if idempotency_key is not None else "",
+                message.key if message is not None else ""]
+        claim = json.dumps({"body_hash": body_hash, "job_id": record.id}) if idempotency_key is not None else ""
+        args = [record.status.value, record.progress, self._dump(record), record.spec.priority,
+                record.predicted_service_seconds or 0.0, record.predicted_floor_seconds or 0.0, record.created_at,
+                record.id, max_active, claim, body_hash or "", self.idempotency_ttl,
+                message.payload if message is not None else "", self._key("job", "")]
+        return keys, args
+
+    @staticmethod
+    def _created(record: JobRecord, outcome: list[str], max_active: int) -> tuple[JobRecord, bool] | None:
+        """The create's result from the script's answer; None when it replays an earlier job (to be read)."""
+        if outcome[0] == "created":
+            return record, True
+        if outcome[0] == "conflict":
+            raise IdempotencyConflict(outcome[1])
+        if outcome[0] == "limit":
+            raise ActiveJobLimit(max_active)
+        return None
 
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self.redis.hgetall(self._key("job", job_id)))
@@ -283,8 +324,9 @@ class RedisJobStore:
         records = [self.get(job_id) for (job_id, _), live in zip(claimed, alive) if not live]
         return [r for r in records if r is not None and r.status == JobStatus.in_progress]
 
-    def requeue(self, record: JobRecord) -> bool:
-        """in_progress → queued (once: concurrent reapers race on the compare-and-set)."""
+    def requeue(self, record: JobRecord, message: QueueMessage | None = None) -> bool:
+        """in_progress → queued (once: concurrent reapers race on the compare-and-set), with the job's
+        queue ``message`` pushed in the same transaction as its queue entries."""
         record.status, record.progress = JobStatus.queued, 0.0
         if not self._transition(keys=[self._key("job", record.id)],
                                 args=["in_progress", "queued", self._dump(record), 0.0]):
@@ -294,6 +336,8 @@ class RedisJobStore:
         pipe.srem(self._key("running", record.spec.model), record.id)
         pipe.sadd(self._key("queued", record.spec.model), record.id)
         self._add_queued_work(pipe, record, +1)
+        if message is not None:
+            pipe.lpush(message.key, message.payload)
         pipe.execute()
         return True
 
@@ -325,16 +369,25 @@ class RedisJobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self._key("job", job_id))
-        records = [self._load(fields) for fields in pipe.execute()]
+        return self._in_progress(pipe.execute())
+
+    def _in_progress(self, hashes: list[dict[str, str]]) -> list[JobRecord]:
+        records = [self._load(fields) for fields in hashes]
         return [r for r in records if r is not None and r.status == JobStatus.in_progress]
 
-    def planner_view(self, model: str) -> PlannerView:
-        pipe = self.redis.pipeline(transaction=False)
+    async def planner_view_async(self, model: str) -> PlannerView:
+        pipe = self.redis_async.pipeline(transaction=False)
         pipe.hgetall(self._key("queued_work", model))
         pipe.hgetall(self._key("queued_floor", model))
         pipe.smembers(self._key("running", model))
-        work, floor, running_ids = pipe.execute()
-        return PlannerView(self._work(work), self._work(floor), self._running(running_ids))
+        work, floor, running_ids = await pipe.execute()
+        running = []
+        if running_ids:
+            pipe = self.redis_async.pipeline(transaction=False)
+            for job_id in running_ids:
+                pipe.hgetall(self._key("job", job_id))
+            running = self._in_progress(await pipe.execute())
+        return PlannerView(self._work(work), self._work(floor), running)
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         ids = self.redis.sunion(self._key("queued", model), self._key("running", model))

@@ -7,6 +7,7 @@ WAL mode lets the gateway read while the worker writes progress every step.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..jobs import JobRecord, JobStatus, ModelCard
+from ..queues import QueueMessage
 from .base import ActiveJobLimit, IdempotencyConflict, PlannerView, merge_cards
 
 _SCHEMA = """
@@ -103,8 +105,10 @@ class SqliteJobStore:
         data["status"], data["progress"] = status, progress
         return JobRecord.model_validate(data)
 
-    def create(self, record: JobRecord, idempotency_key: str | None = None,
-               body_hash: str | None = None, max_active: int = 0) -> tuple[JobRecord, bool]:
+    def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
+               max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+        if message is not None:
+            raise ValueError("the SQLite store is its own queue: a job row needs no queue message")
         with self._transaction() as db:
             if idempotency_key is not None:
                 now = time.time()
@@ -130,6 +134,12 @@ class SqliteJobStore:
                        (record.id, seq, record.spec.model, record.status.value, record.progress, self._dump(record),
                         record.spec.priority, record.owner))
         return record, True
+
+    async def create_async(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
+                           max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+        # a write may wait for the embedded worker's transaction (up to the 30 s busy timeout): not
+        # on the event loop
+        return await asyncio.to_thread(self.create, record, idempotency_key, body_hash, max_active, message)
 
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self._connection().execute(
@@ -253,7 +263,8 @@ class SqliteJobStore:
             "SELECT status, progress, record FROM jobs WHERE status = 'in_progress' AND model = ?", (model,)).fetchall()
         return [self._load(row) for row in rows]
 
-    def planner_view(self, model: str) -> PlannerView:
+    async def planner_view_async(self, model: str) -> PlannerView:
+        # reads, which WAL mode never makes wait for a writer (as get_async): inline on the event loop
         return PlannerView(*self._queued_work_sums(model), self.running_jobs(model))
 
     def active_jobs(self, model: str) -> list[JobRecord]:

@@ -11,6 +11,16 @@ from server.stores import ActiveJobLimit, IdempotencyConflict
 from .conftest import make_card, make_record
 
 
+def planner_view(store, model: str):
+    async def read():
+        try:
+            return await store.planner_view_async(model)
+        finally:
+            await store.close_async()
+
+    return asyncio.run(read())
+
+
 def test_create_get_roundtrip(store):
     record = make_record(prompt="a blue square", budget=0.5)
     stored, created = store.create(record)
@@ -139,7 +149,7 @@ def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(stor
     assert store.queued_work("tiny", at_floor=True) == pytest.approx({0: 1.0, 3: 0.875, 9: 0.125})
     store.start(started.id)
     assert [r.id for r in store.running_jobs("tiny")] == [started.id]
-    view = store.planner_view("tiny")  # the same figures, read together
+    view = planner_view(store, "tiny")  # the same figures, read together
     assert view.queued_work == pytest.approx({0: 4.0, 3: 2.0, 9: 0.5})
     assert view.queued_floor_work == pytest.approx({0: 1.0, 3: 0.5, 9: 0.125})
     assert [r.id for r in view.running] == [started.id] and view.running[0].status == JobStatus.in_progress
@@ -150,7 +160,7 @@ def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(stor
         work = store.queued_work("tiny", at_floor=at_floor)
         assert work.get(0, 0) == pytest.approx(0) and work.get(3, 0) == pytest.approx(0)
         assert work[9] == pytest.approx(left)
-    assert store.running_jobs("tiny") == [] and store.planner_view("tiny").running == []
+    assert store.running_jobs("tiny") == [] and planner_view(store, "tiny").running == []
 
 
 def test_cards_of_one_model_merge_with_the_busiest_arrival_rate(store):
@@ -278,3 +288,28 @@ def test_model_cards_expire_without_heartbeats(store):
 
 def test_ping(store):
     store.ping()
+
+
+def test_the_event_loop_create_agrees_with_the_blocking_one(store):
+    async def on_the_loop():
+        try:
+            first = make_record()
+            first.owner, first.predicted_service_seconds = "alice", 2.0
+            assert await store.create_async(first, "key", "hash", max_active=2) == (first, True)
+            replay, created = await store.create_async(make_record(), "key", "hash", max_active=2)
+            assert not created and replay == store.get(first.id)
+            with pytest.raises(IdempotencyConflict):
+                await store.create_async(make_record(), "key", "other-hash")
+            second = make_record()
+            second.owner = "alice"
+            await store.create_async(second, max_active=2)
+            third = make_record()
+            third.owner = "alice"
+            with pytest.raises(ActiveJobLimit):
+                await store.create_async(third, "key-3", "hash", max_active=2)
+        finally:
+            await store.close_async()
+
+    asyncio.run(on_the_loop())
+    assert store.queued_work("tiny") == pytest.approx({3: 2.0})
+    assert len(store.list(10, owner="alice")[0]) == 2  # the refused third left nothing behind
