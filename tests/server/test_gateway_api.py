@@ -286,3 +286,14 @@ def test_metrics_are_open_and_count_requests_by_route_template(client, parts):
     not_found = ("hsa_http_requests_total", (("method", "GET"), ("route", "/v1/videos/{video_id}"), ("status", "404")))
     assert samples[not_found] >= 1  # the template, not /v1/videos/video_nope
     assert not any("video_nope" in str(labels) for _, labels in samples)
+
+
+def test_the_start_up_heap_is_frozen_while_serving_and_released_after(parts):
+    import gc
+
+    settings, store, storage = parts
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=storage)
+    assert gc.get_freeze_count() == 0
+    with TestClient(app):
+        assert gc.get_freeze_count() > 10_000  # full collections skip the modules and app built at start-up
+    assert gc.get_freeze_count() == 0  # a stopped app (tests build hundreds) stays collectable
