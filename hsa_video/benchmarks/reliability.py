@@ -398,9 +398,9 @@ def render_markdown(report: dict) -> str:
                   f"{1000 / max(busiest['gateway_cpu_ms_per_request'], 0.01):.0f} req/s on a free core; the machine has "
                   f"{report['machine']['cpus']} cores for the gateway, Redis and the load generator together. A "
                   "submit costs more than a status poll: the rate-limit check, the queue view for the deadline "
-                  "planner, the job record and the Celery message (which alone costs about 0.65 ms of CPU to build "
-                  "and publish) are four Redis round trips and a thread-pool trip, against a poll's two round trips "
-                  "on the event loop."]
+                  "planner, and the job record with its Celery message (one Lua script) are three Redis round trips "
+                  "and the request's validation and planning, against a poll's two round trips; both run on the "
+                  "event loop."]
         costs = [stage["gateway_cpu_ms_per_request"] for stage in next(iter(load["configurations"].values()))["stages"]]
         if max(costs) > 1.5 * costs[0]:
             lines[-1] += (f" Past saturation the gateway's CPU per request rises ({costs[0]} → {max(costs)} ms), so "
