@@ -16,7 +16,9 @@ Keys (prefix ``hsa:``)::
     worker:{host-pid}   a live Celery worker (its main process), expires unless it heartbeats; a
                         running job's hash names it (``worker``) so its jobs can be re-queued if it dies
 
-Status changes are compare-and-set Lua scripts, so a cancel racing a worker's finish has one winner.
+A create is one Lua script that also pushes the job's Celery message (``server/queues.py``), so a
+job is queued if and only if it is stored. Status changes are compare-and-set Lua scripts, so a
+cancel racing a worker's finish has one winner.
 Commands that fail on a dropped connection are retried with backoff for about 15 s, so gateways and
 workers ride out a Redis restart instead of failing the requests and jobs in flight.
 """
