@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from server.queues import CeleryJobQueue, priority_list, queue_name
+from server.stores import ActiveJobLimit, IdempotencyConflict
 from server.stores.redis_store import RedisJobStore
 
 from .conftest import make_record, make_spec
@@ -59,12 +60,12 @@ def test_a_created_job_is_queued_once_and_a_refused_or_replayed_one_not_at_all(q
         first.owner = "alice"
         store.create(first, "key", "hash", max_active=1, message=queue.message(first.spec))
         store.create(make_record(model=model), "key", "hash", message=queue.message(first.spec))  # replay
-        with pytest.raises(Exception):
-            store.create(make_record(model=model), "key", "other", message=queue.message(first.spec))  # conflict
+        with pytest.raises(IdempotencyConflict):
+            store.create(make_record(model=model), "key", "other", message=queue.message(first.spec))
         refused = make_record(model=model)
         refused.owner = "alice"
-        with pytest.raises(Exception):
-            store.create(refused, max_active=1, message=queue.message(refused.spec))  # over the cap
+        with pytest.raises(ActiveJobLimit):
+            store.create(refused, max_active=1, message=queue.message(refused.spec))
         [payload] = client.lrange(priority_list(queue_name(model), first.spec.priority), 0, -1)
         assert decoded(payload)["body"][0] == [first.spec.model_dump(mode="json")]
 
