@@ -24,7 +24,7 @@ from . import metrics
 from .errors import APIError, error_body, install_error_handlers
 from .schemas import model_object
 from .settings import ServiceSettings, open_job_queue, open_job_store_for, open_object_store, open_rate_limiter
-from .videos import router as videos_router
+from .videos import HotRoutes, router as videos_router
 
 log = logging.getLogger("hsa.gateway")
 
@@ -86,7 +86,9 @@ class GatewayMiddleware:
 
 
 def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None, storage=None,
-              limiter=None) -> FastAPI:
+              limiter=None, hot_routes: bool = True) -> FastAPI:
+    """The gateway app; ``hot_routes=False`` routes creates and polls the usual FastAPI way (the
+    reference ``HotRoutes`` is tested against)."""
     settings = settings or ServiceSettings()
 
     @asynccontextmanager
@@ -115,6 +117,8 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(videos_router)
+    if hot_routes:  # innermost of the middleware: CORS and GatewayMiddleware wrap it
+        app.add_middleware(HotRoutes)
     if settings.cors_allow_origins:  # off by default: browsers get no cross-origin access at all
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins,
                            allow_methods=["GET", "POST", "DELETE"],

@@ -1,0 +1,152 @@
+"""``HotRoutes`` (creates and status polls dispatched straight to their route functions) answers
+exactly as FastAPI's own routing does: the same status, body and headers, request for request,
+errors included. The reference is the same app built with ``hot_routes=False``."""
+
+import base64
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from server.app import build_app
+from server.queues import EmbeddedJobQueue
+from server.settings import ServiceSettings, hash_api_key
+from server.storage import LocalObjectStore
+from server.stores.sqlite_store import SqliteJobStore
+
+from .conftest import make_card
+
+KEYS = ("sk-alice", "sk-bob")
+# differ from request to request (a new job, the clock); everything else must match
+VOLATILE = {"id", "created_at", "expires_at", "deadline_at", "predicted_completion_at", "video_id"}
+COMPARED_HEADERS = ("content-type", "retry-after", "www-authenticate", "openai-poll-after-ms",
+                    "idempotent-replayed", "location")
+
+
+class UnreachableOnRead(SqliteJobStore):
+    async def get_async(self, job_id):
+        raise ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
+
+def png_bytes(color=(255, 0, 0)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def clients(tmp_path, store_class=SqliteJobStore, **settings):
+    """A hot-routes client and a reference client on the same store, storage and settings."""
+    settings = ServiceSettings(api_key_sha256=",".join(hash_api_key(key) for key in KEYS), data_dir=tmp_path,
+                               _env_file=None, **settings)
+    store = store_class(settings.database_path)
+    store.register_model(make_card("tiny"), "w1", ttl_seconds=600)
+    storage = LocalObjectStore(settings.storage_dir)
+    return tuple(TestClient(build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=storage,
+                                      hot_routes=hot), raise_server_exceptions=False) for hot in (True, False))
+
+
+def comparable(response) -> tuple:
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.content
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        for name in VOLATILE & inner.keys():
+            inner[name] = "<volatile>"
+        if isinstance(inner.get("message"), str) and "video_" in inner["message"]:
+            inner["message"] = inner["message"].split("video_")[0]  # names the job id
+    headers = {name: response.headers.get(name) for name in COMPARED_HEADERS}
+    return response.status_code, body, headers
+
+
+def auth(key: str = KEYS[0]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_hot_routes_answer_as_fastapi_routing_does(tmp_path):
+    hot, reference = clients(tmp_path)
+    with hot, reference:
+        alice_job = hot.post("/v1/videos", json={"prompt": "a red circle"}, headers=auth()).json()["id"]
+        image = {"input_reference": ("frame.png", png_bytes(), "image/png")}
+        requests = [
+            ("POST", "/v1/videos", {"json": {"prompt": "a red circle moving left", "seed": 3}, "headers": auth()}),
+            ("POST", "/v1/videos", {"json": {"prompt": "a red circle"}}),  # no key
+            ("POST", "/v1/videos", {"json": {"prompt": "a red circle"}, "headers": auth("sk-mallory")}),
+            ("POST", "/v1/videos", {"json": {"prompt": "a red circle"}, "headers": {"Authorization": "Basic x"}}),
+            ("POST", "/v1/videos", {"content": b"{not json", "headers": {**auth(), "Content-Type": "application/json"}}),
+            ("POST", "/v1/videos", {"json": ["a list"], "headers": auth()}),
+            ("POST", "/v1/videos", {"json": {"prompt": "a red circle", "size": "13x7"}, "headers": auth()}),
+            ("POST", "/v1/videos", {"json": {"prompt": ""}, "headers": auth()}),
+            ("POST", "/v1/videos", {"json": {"prompt": "a red circle", "model": "sora-2"}, "headers": auth()}),
+            ("POST", "/v1/videos", {"data": {"prompt": "a red circle", "seed": "5"}, "files": image, "headers": auth()}),
+            ("POST", "/v1/videos", {"data": {"prompt": "a red circle"},
+                                    "files": {"input_reference": ("f.png", b"not an image", "image/png")},
+                                    "headers": auth()}),
+            ("POST", "/v1/videos", {"content": b"--x\r\nbroken", "headers": {
+                **auth(), "Content-Type": "multipart/form-data; boundary=x"}}),
+            ("POST", "/v1/videos", {"json": {"prompt": "a red circle", "seed": 7, "input_reference": {
+                "image_url": "data:image/png;base64," + base64.b64encode(png_bytes((0, 0, 255))).decode()}},
+                "headers": auth()}),
+            ("POST", "/v1/videos", {"json": {"prompt": "x" * 10}, "headers": {**auth(), "Idempotency-Key": ""}}),
+            ("POST", "/v1/videos", {"content": b"x" * (2 << 20), "headers": {**auth(), "Content-Type": "application/json"}}),
+            ("GET", f"/v1/videos/{alice_job}", {"headers": auth()}),
+            ("GET", f"/v1/videos/{alice_job}", {"headers": auth(KEYS[1])}),  # another key's job
+            ("GET", f"/v1/videos/{alice_job}", {}),
+            ("GET", "/v1/videos/video_00000000000000000000000000000000", {"headers": auth()}),
+            ("GET", "/v1/videos/not-a-video-id", {"headers": auth()}),
+            ("GET", "/v1/videos/%2e%2e", {"headers": auth()}),
+            ("GET", f"/v1/videos/{alice_job}/content", {"headers": auth()}),  # not a hot route
+            ("GET", "/v1/videos/", {"headers": auth()}),
+            ("PUT", f"/v1/videos/{alice_job}", {"headers": auth()}),
+            ("POST", f"/v1/videos/{alice_job}", {"headers": auth()}),
+        ]
+        for method, path, options in requests:
+            answers = [comparable(client.request(method, path, **options)) for client in (hot, reference)]
+            assert answers[0] == answers[1], (method, path)
+        assert answers[0][0] == 405  # the cases reached the end: the last one is refused the same way
+
+
+def test_idempotent_replays_match(tmp_path):
+    hot, reference = clients(tmp_path)
+    with hot, reference:
+        for client, key in ((hot, "hot"), (reference, "reference")):
+            headers = {**auth(), "Idempotency-Key": f"order-{key}"}
+            first = client.post("/v1/videos", json={"prompt": "a red circle"}, headers=headers)
+            again = client.post("/v1/videos", json={"prompt": "a red circle"}, headers=headers)
+            conflict = client.post("/v1/videos", json={"prompt": "a blue square"}, headers=headers)
+            assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+            assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_rate_limits_and_the_job_cap_match(tmp_path):
+    hot, reference = clients(tmp_path, rate_limit_per_second=1, rate_limit_burst=3, max_active_jobs_per_key=1)
+    with hot, reference:
+        for client, key in ((hot, KEYS[0]), (reference, KEYS[1])):
+            answers = [client.post("/v1/videos", json={"prompt": "a red circle"}, headers=auth(key)) for _ in range(2)]
+            job_id = answers[0].json()["id"]
+            answers += [client.get(f"/v1/videos/{job_id}", headers=auth(key)) for _ in range(2)]
+            assert [answer.status_code for answer in answers] == [200, 429, 200, 429]
+            assert answers[1].json()["error"]["code"] == "too_many_active_jobs"
+            assert answers[3].json()["error"]["code"] == "rate_limit_exceeded"
+            assert answers[1].headers["Retry-After"] and answers[3].headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_an_unreachable_store_is_503_on_either_path(tmp_path, hot):
+    clients_ = clients(tmp_path, store_class=UnreachableOnRead)
+    with clients_[0 if hot else 1] as client:
+        response = client.get("/v1/videos/video_00000000000000000000000000000000", headers=auth())
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "service_unavailable"
+
+
+def test_hot_requests_are_counted_under_their_route_template(tmp_path):
+    hot, _ = clients(tmp_path)
+    with hot:
+        job_id = hot.post("/v1/videos", json={"prompt": "a red circle"}, headers=auth()).json()["id"]
+        hot.get(f"/v1/videos/{job_id}", headers=auth())
+        metrics = hot.get("/metrics").text
+    assert 'route="/v1/videos",status="200"' in metrics
+    assert 'route="/v1/videos/{video_id}",status="200"' in metrics
