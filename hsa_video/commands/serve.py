@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no log line per HTTP request (a sixth of the gateway's CPU per request at 200 req/s); for "
                              "deployments whose proxy or load balancer keeps the access log")
     parser.add_argument("--workers", type=int, default=1,
-                        help="gateway processes sharing the port (default 1; needs HSA_REDIS_URL when above 1)")
+                        help="gateway processes sharing the port, each on its own SO_REUSEPORT socket (default 1; "
+                             "needs HSA_REDIS_URL when above 1)")
 
 
 class WorkerSupervisor:
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import build_app
+
+    from .gateway_pool import GatewayPool
+
     supervisor = None
     if settings.redis_url is None and not args.no_worker:
         model = args.model or settings.default_model
@@ -93,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
         if args.workers > 1:
             if settings.redis_url is None:
                 raise ValueError("--workers above 1 needs HSA_REDIS_URL: the one-process mode has one gateway")
-            # each process builds its own app (and clients) from the same HSA_* settings
-            uvicorn.run("server.app:build_app", factory=True, workers=args.workers, host=args.host,
-                        port=args.port, log_level=args.log_level, access_log=not args.no_access_log)
+            # each process builds its own app (and clients) from the same HSA_* settings, on its own
+            # SO_REUSEPORT socket: uvicorn's --workers shares one, and connections pile onto one process
+            GatewayPool(args.host, args.port, args.workers, args.log_level, not args.no_access_log).run()
         else:
             uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                         access_log=not args.no_access_log)
