@@ -39,10 +39,11 @@ def require_binary(name: str) -> str:
     return path
 
 
-def start_redis(directory: Path, appendonly: bool = False, port: int | None = None) -> tuple[Process, str]:
+def start_redis(directory: Path, appendonly: bool = False, port: int | None = None,
+                fsync: str = "always") -> tuple[Process, str]:
     """``processes.start_redis``, skipping the test (failing it under CI) without redis-server."""
     require_binary("redis-server")
-    return processes.start_redis(directory, appendonly, port)
+    return processes.start_redis(directory, appendonly, port, fsync)
 
 
 class WebhookReceiver:

@@ -83,12 +83,14 @@ def wait_until(predicate, timeout: float, what: str, process: Process | None = N
                        (f"\n{process.tail()}" if process is not None else ""))
 
 
-def start_redis(directory: Path, appendonly: bool = False, port: int | None = None) -> tuple[Process, str]:
-    """A redis-server and its URL; ``appendonly``: durable (AOF, fsync on every write) so a restart on
-    the same ``port`` and ``directory`` brings every key back."""
+def start_redis(directory: Path, appendonly: bool = False, port: int | None = None,
+                fsync: str = "always") -> tuple[Process, str]:
+    """A redis-server and its URL; ``appendonly``: durable (AOF) so a restart on the same ``port`` and
+    ``directory`` brings every key back, fsynced on every write (``fsync="always"``) or once a second
+    (``"everysec"``, as docker-compose.yml runs it)."""
     binary = find_binary("redis-server")
     port = port or free_port()
-    durability = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+    durability = ["--appendonly", "yes", "--appendfsync", fsync] if appendonly else ["--appendonly", "no"]
     process = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability,
                        "--dir", str(directory)], Path(directory) / f"redis-{time.monotonic_ns()}.log")
     import redis

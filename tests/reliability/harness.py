@@ -92,13 +92,15 @@ class TcpProxy:
 
 
 class Stack:
-    """One deployment: redis (restartable on the same port), S3 behind a proxy, workers, gateways."""
+    """One deployment: redis (restartable on the same port), S3 behind a proxy, workers, gateways.
+    Redis fsyncs its AOF on every write unless ``redis_fsync="everysec"`` (docker-compose.yml's)."""
 
-    def __init__(self, folder: Path, s3_endpoint: str, **settings: str):
+    def __init__(self, folder: Path, s3_endpoint: str, redis_fsync: str = "always", **settings: str):
         self.folder = folder
         self.redis_dir = folder / "redis"
         self.redis_dir.mkdir(parents=True)
-        self.redis, self.redis_url = start_redis(self.redis_dir, appendonly=True)
+        self.redis_fsync = redis_fsync
+        self.redis, self.redis_url = start_redis(self.redis_dir, appendonly=True, fsync=redis_fsync)
         self.redis_port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
         self.s3_proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
         self.bucket = f"reliability-{folder.name.lower().replace('_', '-')[:40]}"
@@ -146,7 +148,7 @@ class Stack:
         returns the seconds it was unreachable."""
         down_at = time.monotonic()
         self.redis.stop()
-        self.redis, _ = start_redis(self.redis_dir, appendonly=True, port=self.redis_port)
+        self.redis, _ = start_redis(self.redis_dir, appendonly=True, port=self.redis_port, fsync=self.redis_fsync)
         return time.monotonic() - down_at
 
     def logs(self) -> str:
