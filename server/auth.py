@@ -26,6 +26,13 @@ async def require_api_key(request: Request) -> str:
 
     Async, on the event loop: a sync dependency would cost every request its own trip to the thread
     pool, more than the hashing and the rate limiter's round trip together."""
+    digest = authenticate(request)
+    await enforce_rate_limit(request, digest)
+    return digest
+
+
+def authenticate(request: Request) -> str:
+    """The caller's key digest ("" when auth is off), or 401."""
     accepted: frozenset[str] = request.app.state.settings.api_key_hashes
     if not accepted:
         return ""
@@ -37,6 +44,13 @@ async def require_api_key(request: Request) -> str:
     if not any(hmac.compare_digest(digest, candidate) for candidate in accepted):
         raise APIError(401, "invalid_api_key", "the API key is not valid", type="authentication_error",
                        headers={"WWW-Authenticate": "Bearer"})
+    return digest
+
+
+async def enforce_rate_limit(request: Request, digest: str) -> None:
+    """Take one request from the key's bucket, or 429 ``rate_limit_exceeded`` with ``Retry-After``."""
+    if not digest:  # auth off: no keys, no buckets
+        return
     try:
         wait = await request.app.state.limiter.acquire(digest)
     except Exception as error:  # limits protect the service; their store being down must not take it down
@@ -45,4 +59,3 @@ async def require_api_key(request: Request) -> str:
     if wait > 0:
         raise APIError(429, "rate_limit_exceeded", f"too many requests for this API key; retry in {wait:.2f} s",
                        type="rate_limit_error", headers={"Retry-After": retry_after_header(wait)})
-    return digest
