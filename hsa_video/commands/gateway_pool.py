@@ -5,7 +5,8 @@ accepts every connection waiting: keep-alive clients that connect together (a pr
 generator) land mostly on one process. Measured here with 64 connections to 2 processes: 39/25,
 42/22, 55/9, 42/22, 36/28 in five tries, one core busy while the other idles, and the busy one's
 queue is the gateway's p99. With ``SO_REUSEPORT`` every process has its own socket on the same
-port and the kernel spreads new connections over them by a hash of each connection's addresses.
+port and Linux spreads new connections over them by a hash of each connection's addresses (other
+kernels may not balance a reuse-port group: the server's target is Linux containers).
 
 The sockets are bound here, in the supervisor, so a port in use fails at once, and each is handed
 to its process; a process that dies is restarted on the same socket (connections the kernel put in
