@@ -22,9 +22,10 @@ import socket
 import threading
 import time
 
+from .serve import RESTART_BACKOFF_SECONDS  # the embedded worker's restart policy too
+
 log = logging.getLogger("hsa.serve")
 
-RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 HEALTHY_SECONDS = 60  # a process that ran this long before dying is restarted without backoff
 STOP_TIMEOUT_SECONDS = 30
 
@@ -60,7 +61,6 @@ def _serve(sock: socket.socket, log_level: str, access_log: bool) -> None:
 class GatewayPool:
     def __init__(self, host: str, port: int, processes: int, log_level: str = "info", access_log: bool = True):
         self.sockets = bind_reuse_port(host, port, processes)
-        self.port = self.sockets[0].getsockname()[1]
         self.log_level, self.access_log = log_level, access_log
         self._context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited loop or clients
         self._processes: list[multiprocessing.Process | None] = [None] * processes
