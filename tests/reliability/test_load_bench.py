@@ -23,6 +23,8 @@ def test_the_load_bench_writes_the_documented_figures(tmp_path):
     for stage in stages:  # a light load is served in full, without errors
         assert stage["errors"] == {} and stage["not_sent"] == 0 and stage["achieved_rps"] > 0.8 * stage["offered_rps"]
         assert stage["gateway_cpu_ms_per_request"] > 0 and stage["submit_p50_ms"] > 0
+        # the host's CPU steal beside the latencies (Linux: /proc/stat)
+        assert 0 <= stage["host_steal_percent"] <= 100 and 0 <= stage["steal_free_share"] <= 1
     report = (tmp_path / "reliability.md").read_text()
-    assert "`appendfsync everysec`" in report and "| 40 |" in report
+    assert "`appendfsync everysec`" in report and "| 40 |" in report and "host steal %" in report
     assert "kept up with every rate offered" in report
