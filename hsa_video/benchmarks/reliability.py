@@ -16,7 +16,9 @@ checkout with the ``dev`` extra installed and redis-server on PATH.
 3. Load: an open-loop generator (requests leave on a fixed schedule, latency counts from the
    scheduled time, so a slow server is not hidden by a slow client) offers a submit/status mix at
    increasing rates. No worker runs (a stand-in model card is registered): the figures are the
-   gateway's, and queued jobs pile up in Redis as they would under a burst.
+   gateway's, and queued jobs pile up in Redis as they would under a burst. Beside each stage's
+   latencies, the CPU time the host took from this virtual machine (steal, ``host_steal.py``) and the
+   p99 of the requests that ran while it took none.
 
 Writes ``reliability.json`` and ``reliability.md``.
 """
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .host_steal import StealSampler
+
 SUBMIT_BODY = json.dumps({"prompt": "a red circle moving left on a plain blue background", "size": "32x32",
                           "steps": 20, "seed": 1}).encode()
 LOAD_KEYS = 100  # tenants of the load test: each gets its own rate-limit bucket, as in production
@@ -461,8 +464,9 @@ def render_markdown(report: dict) -> str:
                       "steal-free (share) | errors / not sent |",
                       "|---|---|---|---|---|---|---|---|---|"]
             for stage in figures["stages"]:
-                steal_free = (f"{stage['submit_p99_ms_steal_free']} / {stage['status_p99_ms_steal_free']} "
-                              f"({stage['steal_free_share']})" if "steal_free_share" in stage else "—")
+                steal_free = (f"{_or_dash(stage['submit_p99_ms_steal_free'])} / "
+                              f"{_or_dash(stage['status_p99_ms_steal_free'])} ({stage['steal_free_share']})"
+                              if "steal_free_share" in stage else "—")
                 lines.append(f"| {stage['offered_rps']} | {stage['achieved_rps']} | {stage['submit_rps']} | "
                              f"{stage['submit_p50_ms']} / {stage['submit_p99_ms']} | {stage['status_p50_ms']} / "
                              f"{stage['status_p99_ms']} | {stage['gateway_cpu_ms_per_request']} / "
@@ -475,6 +479,10 @@ def render_markdown(report: dict) -> str:
                       "generator stops (the gateway had fallen that far behind).", ""] if any(
                           stage["not_sent"] for stage in figures["stages"]) else []
     return "\n".join(lines)
+
+
+def _or_dash(value) -> str:
+    return "—" if value is None else str(value)
 
 
 def _saturation(load: dict) -> str:
