@@ -42,7 +42,8 @@ def test_compose_file_is_valid_and_has_the_stack():
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     services = config["services"]
-    assert {"redis", "minio", "minio-bucket", "gateway", "worker", "worker-cpu", "prometheus", "grafana"} <= set(services)
+    assert {"redis", "minio", "minio-bucket", "gateway", "worker", "worker-cpu", "prometheus", "node-exporter",
+            "grafana"} <= set(services)
     assert services["gateway"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "--appendonly" in services["redis"]["command"]
@@ -61,6 +62,11 @@ def test_prometheus_config_and_rules_pass_promtool():
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(promtool, "check", "rules", "deploy/prometheus/alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
+
+
+def test_the_host_steal_alert_fires_on_sustained_steal_only():
+    result = run(tool("promtool"), "test", "rules", "tests/deploy/host_steal_alert_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def exported_samples() -> set[str]:
@@ -99,6 +105,11 @@ def test_dashboard_and_alerts_query_only_exported_metrics():
     for source, text in (("dashboard", queries), ("alerts", alerts)):
         unknown = referenced(text) - exported
         assert not unknown, f"{source} queries metrics the code does not export: {unknown}"
+    # the host's metrics (CPU steal) come from node-exporter, which compose runs and Prometheus scrapes
+    assert set(re.findall(r"\bnode_[a-z_]+\b", queries + alerts)) == {"node_cpu_seconds_total"}
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"]
+    assert "node-exporter:9100" in {target for job in scrape for config in job["static_configs"]
+                                    for target in config["targets"]}
     assert len(dashboard["panels"]) >= 10
 
 
