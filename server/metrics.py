@@ -50,7 +50,7 @@ KV_CACHE_BYTES = Histogram("hsa_kv_cache_bytes", "K/V cache size of a job", ["mo
 VELOCITY_DRIFT = Histogram("hsa_velocity_drift", "Online quality proxy: relative velocity change of refreshed "
                            "skipped tokens, by budget bucket", ["model", "budget_bucket"], buckets=DRIFT_BUCKETS)
 SHADOW_PSNR = Histogram("hsa_shadow_psnr_db", "Shadow reference: PSNR of the served video against the job re-run "
-                        "at full budget, by budget bucket (100: identical)", ["model", "budget_bucket"],
+                        "at full budget, by budget bucket (the served MP4's codec loss included)", ["model", "budget_bucket"],
                         buckets=PSNR_BUCKETS)
 SHADOW_SSIM = Histogram("hsa_shadow_ssim", "Shadow reference: mean SSIM of the served video against the job re-run "
                         "at full budget, by budget bucket", ["model", "budget_bucket"], buckets=SSIM_BUCKETS)

@@ -248,9 +248,12 @@ def test_shadow_reference_scores_a_reduced_budget_job_against_its_full_budget_re
     assert store.get(reduced.id).stats["shadow_reference"] == scores  # on the video object too
     assert REGISTRY.get_sample_value("hsa_shadow_psnr_db_count", labels) == before + 1
 
-    # the same job at budget 1.0 through the shadow path scores as identical: the codec cancels out
+    # the same job at budget 1.0 through the shadow path: only the served MP4's own codec loss remains,
+    # the same on every run (no second, not bit-reproducible encode), and less than the reduced budget's
     exact = shadow.run(full.spec.model_dump(mode="json"))
-    assert exact["psnr_db"] == 100 and exact["ssim"] == 1.0
+    assert exact["psnr_db"] > 35 and exact["ssim"] > 0.95 and exact["psnr_db"] > scores["psnr_db"] + 5
+    again = shadow.run(full.spec.model_dump(mode="json"))
+    assert (again["psnr_db"], again["ssim"]) == (exact["psnr_db"], exact["ssim"])
 
     storage.delete_prefix(f"videos/{reduced.id}/")  # deleted by its owner before the shadow ran
     assert shadow.run(queued[0].model_dump(mode="json")) is None
