@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -70,6 +71,10 @@ class WorkerSupervisor:
                 self.process.kill()
 
 
+def _exit_gracefully(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
     from server.multiprocess import prepare_multiprocess_dir
     from server.settings import ServiceSettings
@@ -101,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
             # SO_REUSEPORT socket: uvicorn's --workers shares one, and connections pile onto one process
             GatewayPool(args.host, args.port, args.workers, args.log_level, not args.no_access_log).run()
         else:
+            # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
+            # found: the default one would end this process there, before the `finally` below stops the
+            # embedded worker (orphaned, it would keep running); this one exits through it
+            signal.signal(signal.SIGTERM, _exit_gracefully)
             uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                         access_log=not args.no_access_log)
     finally:

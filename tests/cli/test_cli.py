@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,32 @@ def test_serve_logs_each_request_unless_told_not_to(tmp_path, flags, logged):
     log = (tmp_path / "gateway.log").read_text()
     assert "Application startup complete" in log  # the gateway's own log stays on either way
     assert ('"GET /v1/videos/video_0123456789abcdef HTTP/1.1" 404' in log) == logged
+
+
+def test_sigterm_to_serve_stops_its_embedded_worker(tmp_path):
+    """SIGTERM to the serve process alone (as `kill PID` or a process manager sends it), not to its
+    group: the gateway shuts down, stops the worker it supervises and exits 0, leaving no orphan."""
+    import os
+    import signal
+
+    import httpx
+
+    from tests.services import Process, free_port, hsa_video_command, service_env, wait_until
+
+    port = free_port()
+    serve = Process(hsa_video_command("serve", "--port", str(port)), tmp_path / "serve.log",
+                    env=service_env(data_dir=str(tmp_path / "data")))
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["models"] == {"tiny": 1},
+                   180, "the embedded worker ready", serve)
+        pid = serve.popen.pid
+        [worker] = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        os.kill(pid, signal.SIGTERM)
+        assert serve.popen.wait(60) == 0, serve.tail()
+        assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text()
+    finally:
+        serve.kill()
+        try:  # a worker the serve process left behind (the failure this test is for) is still in its group
+            os.killpg(serve.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
