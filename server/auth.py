@@ -57,5 +57,10 @@ async def enforce_rate_limit(request: Request, digest: str) -> None:
         log.warning("rate limiter unavailable, request let through: %s", error)
         wait = 0.0
     if wait > 0:
-        raise APIError(429, "rate_limit_exceeded", f"too many requests for this API key; retry in {wait:.2f} s",
-                       type="rate_limit_error", headers={"Retry-After": retry_after_header(wait)})
+        raise rate_limit_exceeded(wait)
+
+
+def rate_limit_exceeded(wait: float) -> APIError:
+    """429 ``rate_limit_exceeded``: the key's bucket is empty for ``wait`` seconds."""
+    return APIError(429, "rate_limit_exceeded", f"too many requests for this API key; retry in {wait:.2f} s",
+                    type="rate_limit_error", headers={"Retry-After": retry_after_header(wait)})

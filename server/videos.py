@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from . import metrics
-from .auth import authenticate, enforce_rate_limit, require_api_key
+from .auth import authenticate, enforce_rate_limit, rate_limit_exceeded, require_api_key
 from .errors import APIError
 from .jobs import JobRecord, JobStatus, input_key, is_job_id, new_job_id
 from .schemas import VideoCreate, parse_create, resolve_request, video_object
@@ -312,13 +312,22 @@ async def retrieve_video(video_id: str, request: Request, api_key: ApiKey) -> JS
 
 
 async def poll_video(video_id: str, request: Request) -> JSONResponse:
-    """``retrieve_video`` with its key check, for ``HotRoutes``: the rate-limit check and the record read
-    are awaited together, one event-loop wake-up instead of two (a poll's CPU 0.78 → 0.66 ms, in-process
-    on uvloop, medians of five runs). The same answers, a 429 before a 404 or 503, as in sequence."""
+    """``retrieve_video`` with its key check, for ``HotRoutes``. With Redis limits and store, the job
+    store's read script takes the rate-limit token first: one command, one round trip (a poll's CPU
+    0.77 → 0.61 ms in-process, medians of three alternating runs). Otherwise the check and the read are
+    awaited together, one event-loop wake-up instead of two (0.78 → 0.66 ms). Either way the same
+    answers, a 429 before a 404 or 503, as in sequence."""
     digest = authenticate(request)
     if not is_job_id(video_id):  # never looked up
         await enforce_rate_limit(request, digest)
         _refuse_malformed_id(video_id)
+    state = request.app.state
+    if digest and (bucket := state.fused_rate_limits and state.limiter.bucket(digest)):
+        # on Redis the token and the record come back from one script: one round trip, not two
+        wait, record = await state.store.get_rate_limited_async(video_id, bucket)
+        if wait > 0:
+            raise rate_limit_exceeded(wait)
+        return _status_response(request, _visible(record, video_id, digest))
     limited, record = await asyncio.gather(enforce_rate_limit(request, digest),
                                            request.app.state.store.get_async(video_id), return_exceptions=True)
     for outcome in (limited, record):

@@ -444,7 +444,7 @@ def render_markdown(report: dict) -> str:
                   f"{report['machine']['cpus']} cores for the gateway, Redis and the load generator together. A "
                   "submit costs more than a status poll: the rate-limit check, the queue view for the deadline "
                   "planner, and the job record with its Celery message (one Lua script) are three Redis round trips "
-                  "and the request's validation and planning, against a poll's two round trips awaited together; "
+                  "and the request's validation and planning, against a poll's one (its rate-limit token taken inside the job read's script); "
                   "both run on the event loop, dispatched straight to their route functions (`HotRoutes`)."]
         costs = [stage["gateway_cpu_ms_per_request"] for stage in next(iter(load["configurations"].values()))["stages"]]
         if max(costs) > 1.5 * costs[0]:

@@ -35,6 +35,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..jobs import JobRecord, JobStatus, ModelCard
+from ..limits import GCRA_LUA, RateBucket
 from ..queues import QueueMessage
 from .base import ActiveJobLimit, IdempotencyConflict, PlannerView, merge_cards
 
@@ -98,6 +99,14 @@ if ARGV[13] ~= '' then redis.call('LPUSH', KEYS[9], ARGV[13]) end
 return {'created'}
 """
 
+# GCRA_LUA, then: KEYS[1] job hash, KEYS[2] the caller's rate bucket; ARGV[1] interval, ARGV[2] tolerance.
+# Returns {wait} when the bucket is empty (nothing read), else {'0', the job hash's fields}.
+_READ_RATE_LIMITED = GCRA_LUA + """
+local wait = take_token(KEYS[2], ARGV[1], ARGV[2])
+if wait ~= '0' then return {wait} end
+return {'0', redis.call('HGETALL', KEYS[1])}
+"""
+
 _SET_PROGRESS = """
 if redis.call('HGET', KEYS[1], 'status') == 'in_progress' then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
 """
@@ -107,7 +116,7 @@ class RedisJobStore:
     def __init__(self, url: str, prefix: str = "hsa:", idempotency_ttl: int = 24 * 3600):
         self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
                                           health_check_interval=30, retry=RECONNECT_RETRY)
-        self.prefix = prefix
+        self.prefix, self.url = prefix, url
         self.idempotency_ttl = idempotency_ttl
         # the gateway's status polls read on its event loop; connections open on first use, on that loop
         self.redis_async = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_timeout=10,
@@ -117,6 +126,7 @@ class RedisJobStore:
         self._set_progress = self.redis.register_script(_SET_PROGRESS)
         self._create = self.redis.register_script(_CREATE)
         self._create_on_loop = self.redis_async.register_script(_CREATE)
+        self._read_rate_limited = self.redis_async.register_script(_READ_RATE_LIMITED)
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -190,6 +200,17 @@ class RedisJobStore:
 
     async def get_async(self, job_id: str) -> JobRecord | None:
         return self._load(await self.redis_async.hgetall(self._key("job", job_id)))
+
+    async def get_rate_limited_async(self, job_id: str, bucket: RateBucket) -> tuple[float, JobRecord | None]:
+        """Take one request from ``bucket`` (a limiter's on this Redis), then read the job, in one script:
+        (0, the job or None) — or (seconds to wait, None) with nothing read when the bucket is empty."""
+        reply = await self._read_rate_limited(keys=[self._key("job", job_id), bucket.key],
+                                              args=[bucket.interval, bucket.tolerance])
+        wait = float(reply[0])
+        if wait > 0:
+            return wait, None
+        fields = reply[1]
+        return 0.0, self._load(dict(zip(fields[::2], fields[1::2])))
 
     def list(self, limit: int, after: str | None = None, newest_first: bool = True,
              owner: str | None = None) -> tuple[list[JobRecord], bool]:

@@ -4,6 +4,7 @@ errors included. The reference is the same app built with ``hot_routes=False``."
 
 import base64
 import io
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,8 +12,10 @@ from PIL import Image
 
 from server.app import build_app
 from server.queues import EmbeddedJobQueue
+from server.limits import RedisRateLimiter
 from server.settings import ServiceSettings, hash_api_key
 from server.storage import LocalObjectStore
+from server.stores.redis_store import RedisJobStore
 from server.stores.sqlite_store import SqliteJobStore
 
 from .conftest import make_card
@@ -35,15 +38,35 @@ def png_bytes(color=(255, 0, 0)) -> bytes:
     return buffer.getvalue()
 
 
-def clients(tmp_path, store_class=SqliteJobStore, **settings):
-    """A hot-routes client and a reference client on the same store, storage and settings."""
+def clients(tmp_path, store_class=SqliteJobStore, redis_url=None, **settings):
+    """A hot-routes client and a reference client on the same store, storage and settings; with
+    ``redis_url``, a Redis store and Redis rate limiters (one bucket namespace per client), where a
+    hot poll takes its token inside the store's read script."""
     settings = ServiceSettings(api_key_sha256=",".join(hash_api_key(key) for key in KEYS), data_dir=tmp_path,
                                _env_file=None, **settings)
-    store = store_class(settings.database_path)
-    store.register_model(make_card("tiny"), "w1", ttl_seconds=600)
+    namespace = f"test-{uuid.uuid4().hex[:8]}:"
+    shared = None if redis_url else store_class(settings.database_path)
+    # Redis: one store object per app on the same keys (each TestClient runs its app on its own event
+    # loop, and an asyncio Redis client belongs to one)
+    stores = [RedisJobStore(redis_url, prefix=namespace) if redis_url else shared for _ in range(2)]
+    stores[0].register_model(make_card("tiny"), "w1", ttl_seconds=600)
     storage = LocalObjectStore(settings.storage_dir)
+
+    def limiter(hot: bool):
+        if redis_url is None:
+            return None  # the app's own, from settings (in memory)
+        return RedisRateLimiter(redis_url, settings.rate_limit_per_second, settings.rate_limit_burst,
+                                prefix=f"{namespace}rate-{hot}:")
+
     return tuple(TestClient(build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=storage,
-                                      hot_routes=hot), raise_server_exceptions=False) for hot in (True, False))
+                                      limiter=limiter(hot), hot_routes=hot), raise_server_exceptions=False)
+                 for store, hot in zip(stores, (True, False)))
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request) -> dict:
+    """The one-process mode's stores (SQLite, in-memory limits), or Redis for both."""
+    return {} if request.param == "sqlite" else {"redis_url": request.getfixturevalue("redis_url")}
 
 
 def comparable(response) -> tuple:
@@ -65,9 +88,11 @@ def auth(key: str = KEYS[0]) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_hot_routes_answer_as_fastapi_routing_does(tmp_path):
-    hot, reference = clients(tmp_path)
+def test_hot_routes_answer_as_fastapi_routing_does(tmp_path, backend):
+    hot, reference = clients(tmp_path, **backend)
     with hot, reference:
+        # on Redis a hot poll's token comes from the store's read script (FastAPI's route takes it apart)
+        assert hot.app.state.fused_rate_limits == bool(backend)
         alice_job = hot.post("/v1/videos", json={"prompt": "a red circle"}, headers=auth()).json()["id"]
         image = {"input_reference": ("frame.png", png_bytes(), "image/png")}
         requests = [
@@ -120,8 +145,9 @@ def test_idempotent_replays_match(tmp_path):
             assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
 
 
-def test_rate_limits_and_the_job_cap_match(tmp_path):
-    hot, reference = clients(tmp_path, rate_limit_per_second=0.1, rate_limit_burst=3, max_active_jobs_per_key=1)
+def test_rate_limits_and_the_job_cap_match(tmp_path, backend):
+    hot, reference = clients(tmp_path, rate_limit_per_second=0.1, rate_limit_burst=3, max_active_jobs_per_key=1,
+                             **backend)
     with hot, reference:
         for client, key in ((hot, KEYS[0]), (reference, KEYS[1])):
             answers = [client.post("/v1/videos", json={"prompt": "a red circle"}, headers=auth(key)) for _ in range(2)]

@@ -53,6 +53,36 @@ def test_concurrent_requests_cannot_both_take_the_last_token(limiter_factory):
     assert sum(wait == 0.0 for wait in asyncio.run(scenario())) == 5
 
 
+def test_a_redis_poll_takes_its_token_in_the_store_read(redis_url):
+    """The store's read script and the limiter draw on the same bucket; an empty one reads nothing."""
+    from server.stores.redis_store import RedisJobStore
+
+    from .conftest import make_record
+
+    namespace = f"test-{time.monotonic_ns()}:"
+    store, limiter = RedisJobStore(redis_url, prefix=namespace), RedisRateLimiter(redis_url, 1.0, 2, prefix=namespace)
+    record = make_record()
+    store.create(record)
+    bucket = limiter.bucket("alice")
+
+    async def polls():
+        try:
+            reads = [await store.get_rate_limited_async(record.id, bucket) for _ in range(3)]
+            return reads, await limiter.acquire("alice"), await store.get_rate_limited_async("video_missing",
+                                                                                              limiter.bucket("bob"))
+        finally:
+            await store.close_async()
+            await limiter.close()
+
+    (first, second, third), direct, missing = asyncio.run(polls())
+    assert first == second == (0.0, record)  # a burst of 2
+    assert third[1] is None and 0.9 < third[0] <= 1.0  # empty: the wait, and nothing read
+    assert direct > 0.9  # the limiter's own check sees the tokens the reads took
+    assert missing == (0.0, None)
+    assert RedisRateLimiter(redis_url, 0.0, 1).bucket("alice") is None  # limits off: nothing to take
+    store.close()
+
+
 def test_a_zero_rate_turns_limits_off(limiter_factory):
     async def scenario():
         limiter = limiter_factory(0.0, 1)
