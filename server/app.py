@@ -97,9 +97,10 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
         app.state.queue = queue or open_job_queue(settings)
         app.state.storage = storage or open_object_store(settings)
         app.state.limiter = limiter or open_rate_limiter(settings)
-        # a poll's rate-limit token can be taken by the store's read script when both live in one Redis
+        # a poll's or a create's rate-limit token can be taken by a store script when both live in one Redis
         app.state.fused_rate_limits = (hasattr(app.state.limiter, "bucket")
                                        and hasattr(app.state.store, "get_rate_limited_async")
+                                       and hasattr(app.state.store, "planner_view_rate_limited_async")
                                        and app.state.limiter.url == app.state.store.url)
         if not settings.api_key_hashes:
             log.warning("no API keys configured (HSA_API_KEY_SHA256): the API is open to anyone who can reach it")

@@ -442,10 +442,11 @@ def render_markdown(report: dict) -> str:
                   f"{busiest.get('generator_cpu_ms_per_request', '—')} ms), so one gateway process tops out near "
                   f"{1000 / max(busiest['gateway_cpu_ms_per_request'], 0.01):.0f} req/s on a free core; the machine has "
                   f"{report['machine']['cpus']} cores for the gateway, Redis and the load generator together. A "
-                  "submit costs more than a status poll: the rate-limit check, the queue view for the deadline "
-                  "planner, and the job record with its Celery message (one Lua script) are three Redis round trips "
-                  "and the request's validation and planning, against a poll's one (its rate-limit token taken inside the job read's script); "
-                  "both run on the event loop, dispatched straight to their route functions (`HotRoutes`)."]
+                  "submit costs more than a status poll: the deadline planner's queue view (its rate-limit token "
+                  "taken in the same script) and the job record with its Celery message (one Lua script) are two "
+                  "Redis round trips, with the request's validation and planning between them, against a poll's one "
+                  "(its token taken inside the job read's script); both run on the event loop, dispatched straight "
+                  "to their route functions (`HotRoutes`)."]
         costs = [stage["gateway_cpu_ms_per_request"] for stage in next(iter(load["configurations"].values()))["stages"]]
         if max(costs) > 1.5 * costs[0]:
             lines[-1] += (f" Past saturation the gateway's CPU per request rises ({costs[0]} → {max(costs)} ms), so "

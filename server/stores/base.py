@@ -99,7 +99,7 @@ class JobStore(Protocol):
 
     async def planner_view_async(self, model: str) -> PlannerView:
         """``queued_work`` at both budgets and ``running_jobs``, read together on the gateway's event
-        loop: on Redis one round trip (two while jobs run) instead of three or four."""
+        loop: on Redis one script, one round trip however many jobs run."""
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         """Queued and in-progress jobs of ``model`` (the SLA planner's view of the queue)."""

@@ -107,6 +107,22 @@ if wait ~= '0' then return {wait} end
 return {'0', redis.call('HGETALL', KEYS[1])}
 """
 
+# GCRA_LUA, then: KEYS[1] the model's queued_work, KEYS[2] queued_floor, KEYS[3] running set, KEYS[4] the
+# caller's rate bucket or ""; ARGV[1] interval, ARGV[2] tolerance, ARGV[3] job key prefix. Returns {wait}
+# when the bucket is empty (nothing read), else {'0', queued_work fields, queued_floor fields, {each running
+# job's hash fields}}: the SLA planner's whole view in one round trip, however many jobs run.
+_PLANNER_VIEW = GCRA_LUA + """
+if KEYS[4] ~= '' then
+  local wait = take_token(KEYS[4], ARGV[1], ARGV[2])
+  if wait ~= '0' then return {wait} end
+end
+local running = {}
+for _, job_id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  running[#running + 1] = redis.call('HGETALL', ARGV[3] .. job_id)
+end
+return {'0', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), running}
+"""
+
 _SET_PROGRESS = """
 if redis.call('HGET', KEYS[1], 'status') == 'in_progress' then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
 """
@@ -127,6 +143,7 @@ class RedisJobStore:
         self._create = self.redis.register_script(_CREATE)
         self._create_on_loop = self.redis_async.register_script(_CREATE)
         self._read_rate_limited = self.redis_async.register_script(_READ_RATE_LIMITED)
+        self._planner_view = self.redis_async.register_script(_PLANNER_VIEW)
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -195,6 +212,11 @@ class RedisJobStore:
             raise ActiveJobLimit(max_active)
         return None
 
+    @staticmethod
+    def _pairs(fields: list[str]) -> dict[str, str]:
+        """A hash as a script returns it (a flat field, value, … list) → a dict, as ``HGETALL`` gives it."""
+        return dict(zip(fields[::2], fields[1::2]))
+
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self.redis.hgetall(self._key("job", job_id)))
 
@@ -209,8 +231,7 @@ class RedisJobStore:
         wait = float(reply[0])
         if wait > 0:
             return wait, None
-        fields = reply[1]
-        return 0.0, self._load(dict(zip(fields[::2], fields[1::2])))
+        return 0.0, self._load(self._pairs(reply[1]))
 
     def list(self, limit: int, after: str | None = None, newest_first: bool = True,
              owner: str | None = None) -> tuple[list[JobRecord], bool]:
@@ -399,18 +420,24 @@ class RedisJobStore:
         return [r for r in records if r is not None and r.status == JobStatus.in_progress]
 
     async def planner_view_async(self, model: str) -> PlannerView:
-        pipe = self.redis_async.pipeline(transaction=False)
-        pipe.hgetall(self._key("queued_work", model))
-        pipe.hgetall(self._key("queued_floor", model))
-        pipe.smembers(self._key("running", model))
-        work, floor, running_ids = await pipe.execute()
-        running = []
-        if running_ids:
-            pipe = self.redis_async.pipeline(transaction=False)
-            for job_id in running_ids:
-                pipe.hgetall(self._key("job", job_id))
-            running = self._in_progress(await pipe.execute())
-        return PlannerView(self._work(work), self._work(floor), running)
+        return (await self._read_planner_view(model, None))[1]
+
+    async def planner_view_rate_limited_async(self, model: str, bucket: RateBucket) -> tuple[float, PlannerView | None]:
+        """Take one request from ``bucket`` (a limiter's on this Redis), then read ``planner_view_async``,
+        in one script: (0, the view) — or (seconds to wait, None) with nothing read when the bucket is empty."""
+        return await self._read_planner_view(model, bucket)
+
+    async def _read_planner_view(self, model: str, bucket: RateBucket | None) -> tuple[float, PlannerView | None]:
+        keys = [self._key("queued_work", model), self._key("queued_floor", model), self._key("running", model),
+                bucket.key if bucket else ""]
+        reply = await self._planner_view(keys=keys, args=[bucket.interval if bucket else 0,
+                                                          bucket.tolerance if bucket else 0, self._key("job", "")])
+        wait = float(reply[0])
+        if wait > 0:
+            return wait, None
+        work, floor = self._pairs(reply[1]), self._pairs(reply[2])
+        return 0.0, PlannerView(self._work(work), self._work(floor),
+                                self._in_progress([self._pairs(fields) for fields in reply[3]]))
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         ids = self.redis.sunion(self._key("queued", model), self._key("running", model))

@@ -4,6 +4,7 @@ errors included. The reference is the same app built with ``hot_routes=False``."
 
 import base64
 import io
+import re
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from server.app import build_app
 from server.queues import EmbeddedJobQueue
 from server.limits import RedisRateLimiter
 from server.settings import ServiceSettings, hash_api_key
+from server.sla import TimingModel
 from server.storage import LocalObjectStore
 from server.stores.redis_store import RedisJobStore
 from server.stores.sqlite_store import SqliteJobStore
@@ -38,10 +40,11 @@ def png_bytes(color=(255, 0, 0)) -> bytes:
     return buffer.getvalue()
 
 
-def clients(tmp_path, store_class=SqliteJobStore, redis_url=None, **settings):
+def clients(tmp_path, store_class=SqliteJobStore, redis_url=None, card=None, **settings):
     """A hot-routes client and a reference client on the same store, storage and settings; with
     ``redis_url``, a Redis store and Redis rate limiters (one bucket namespace per client), where a
-    hot poll takes its token inside the store's read script."""
+    hot poll takes its token inside the store's read script, and a hot create in the planner's queue
+    read (when ``card`` has a timing model)."""
     settings = ServiceSettings(api_key_sha256=",".join(hash_api_key(key) for key in KEYS), data_dir=tmp_path,
                                _env_file=None, **settings)
     namespace = f"test-{uuid.uuid4().hex[:8]}:"
@@ -49,7 +52,7 @@ def clients(tmp_path, store_class=SqliteJobStore, redis_url=None, **settings):
     # Redis: one store object per app on the same keys (each TestClient runs its app on its own event
     # loop, and an asyncio Redis client belongs to one)
     stores = [RedisJobStore(redis_url, prefix=namespace) if redis_url else shared for _ in range(2)]
-    stores[0].register_model(make_card("tiny"), "w1", ttl_seconds=600)
+    stores[0].register_model(card or make_card("tiny"), "w1", ttl_seconds=600)
     storage = LocalObjectStore(settings.storage_dir)
 
     def limiter(hot: bool):
@@ -80,6 +83,8 @@ def comparable(response) -> tuple:
             inner[name] = "<volatile>"
         if isinstance(inner.get("message"), str) and "video_" in inner["message"]:
             inner["message"] = inner["message"].split("video_")[0]  # names the job id
+        if isinstance(inner.get("message"), str):  # a rate limit's wait, to the hundredth of a second
+            inner["message"] = re.sub(r"retry in [0-9.]+ s", "retry in <volatile> s", inner["message"])
     headers = {name: response.headers.get(name) for name in COMPARED_HEADERS}
     return response.status_code, body, headers
 
@@ -158,6 +163,35 @@ def test_rate_limits_and_the_job_cap_match(tmp_path, backend):
             assert answers[1].json()["error"]["code"] == "too_many_active_jobs"
             assert answers[3].json()["error"]["code"] == "rate_limit_exceeded"
             assert answers[1].headers["Retry-After"] and answers[3].headers["Retry-After"] in ("9", "10")
+
+
+def test_a_limited_key_hears_429_before_any_other_refusal(tmp_path, backend):
+    """Every create draws a token, refused or not, and an empty bucket answers 429 whatever else is
+    wrong — also when the hot create takes its token late, in the SLA planner's queue read (Redis)."""
+    card = make_card("tiny")
+    card.timing = TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.3)
+    hot, reference = clients(tmp_path, card=card, rate_limit_per_second=0.1, rate_limit_burst=5, **backend)
+    image = {"input_reference": ("frame.png", png_bytes(), "image/png")}
+    not_an_image = {"input_reference": ("f.png", b"not an image", "image/png")}
+    requests = [
+        {"json": {"prompt": "a red circle", "size": "32x32", "steps": 8, "seed": 1}},
+        {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+        {"json": {"prompt": "a red circle", "model": "sora-2"}},
+        {"data": {"prompt": "a red circle"}, "files": not_an_image},
+        {"data": {"prompt": "a red circle", "size": "32x32", "steps": 8, "seed": "2"}, "files": image},
+    ]
+    with hot, reference:
+        for client, key in ((hot, KEYS[0]), (reference, KEYS[1])):
+            answers = []
+            for options in requests * 2:  # the second time round the bucket is empty
+                options = {**options, "headers": {**options.get("headers", {}), **auth(key)}}
+                answers.append(client.post("/v1/videos", **options))
+            assert [answer.status_code for answer in answers] == [200, 400, 404, 422, 200] + [429] * 5
+            assert {answer.json()["error"]["code"] for answer in answers[5:]} == {"rate_limit_exceeded"}
+            assert all(answer.headers["Retry-After"] in ("9", "10") for answer in answers[5:])
+            client.answers = [comparable(answer) for answer in answers]
+        assert hot.answers == reference.answers
+        assert hot.answers[0][1]["budget_source"] == "sla"  # planned: the queue view was read
 
 
 @pytest.mark.parametrize("hot", [True, False])
