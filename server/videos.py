@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException
 
 from . import metrics
 from .auth import authenticate, enforce_rate_limit, rate_limit_exceeded, require_api_key
-from .limits import RateBucket
 from .errors import APIError
 from .jobs import JobRecord, JobStatus, input_key, is_job_id, new_job_id
+from .limits import RateBucket
 from .schemas import VideoCreate, parse_create, resolve_request, video_object
 from .sla import floor_budget, load_capped_budget, plan_job, retry_after, work_ahead
 from .stores import ActiveJobLimit, IdempotencyConflict, PlannerView
