@@ -224,6 +224,12 @@ def _visible(record: JobRecord | None, video_id: str, api_key: str) -> JobRecord
     return record
 
 
+def _fused_bucket(state, digest: str) -> RateBucket | None:
+    """The caller's rate-limit bucket when a job-store script can take its token in the same round trip
+    (limits and store on one Redis); None otherwise, or when auth (and so limiting) is off."""
+    return state.limiter.bucket(digest) if digest and state.fused_rate_limits else None
+
+
 class OwedRateToken:
     """A create's rate-limit token, not yet taken. With Redis limits and store, the SLA planner's queue
     read takes it in the same script (``for_script``): one round trip fewer per create. Whatever would
@@ -232,9 +238,8 @@ class OwedRateToken:
     exactly as when the token is taken up front."""
 
     def __init__(self, request: Request, digest: str):
-        state = request.app.state
         self.request, self.digest = request, digest
-        self.bucket = state.limiter.bucket(digest) if digest and state.fused_rate_limits else None
+        self.bucket = _fused_bucket(request.app.state, digest)
         self.owed = bool(digest)
 
     def for_script(self) -> RateBucket | None:
@@ -387,7 +392,7 @@ async def poll_video(video_id: str, request: Request) -> JSONResponse:
         await enforce_rate_limit(request, digest)
         _refuse_malformed_id(video_id)
     state = request.app.state
-    if digest and (bucket := state.fused_rate_limits and state.limiter.bucket(digest)):
+    if bucket := _fused_bucket(state, digest):
         # on Redis the token and the record come back from one script: one round trip, not two
         wait, record = await state.store.get_rate_limited_async(video_id, bucket)
         if wait > 0:
