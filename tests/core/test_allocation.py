@@ -61,3 +61,127 @@ def test_plan_evaluation_count_for_partial_intervals():
     assert plan.evaluations(2) == 2
     assert plan.evaluations(5) == 5
     assert plan.evaluations(0) == 0
+
+
+def _bisection_divisors(scores, target_rate, divisors, rate_exponent=0.5, eps=1e-12):
+    """The former ``solve_divisors``: λ by 100 geometric bisection passes on the CPU. Reference only."""
+    n = scores.numel()
+    ordered = sorted(divisors)
+    rates = torch.tensor([1.0 / d for d in ordered], dtype=torch.float64)  # descending
+    divisor_values = torch.tensor(ordered, dtype=torch.int64)
+    min_rate, max_rate = float(rates[-1]), float(rates[0])
+    target_total = min(max(target_rate, min_rate), max_rate) * n
+
+    log_rates = rates.log()
+    boundaries = ((log_rates[:-1] + log_rates[1:]) / 2).flip(0)
+    weights = (scores.to(torch.float64).clamp_min(0) + eps) ** rate_exponent
+    weights = weights / weights.mean()
+
+    def level(multiplier):
+        desired = (multiplier * weights).clamp(min_rate, max_rate)
+        index = len(ordered) - 1 - torch.bucketize(desired.log(), boundaries)
+        return index, desired
+
+    low, high = min_rate / weights.max().item() / 2, max_rate / weights.min().item() * 2
+    for _ in range(100):
+        middle = (low * high) ** 0.5
+        if rates[level(middle)[0]].sum().item() <= target_total:
+            low = middle
+        else:
+            high = middle
+    index, desired = level(low)
+    total = rates[index].sum().item()
+
+    deficit = target_total - total
+    if deficit > 0:
+        can_promote = index > 0
+        next_rate = rates[(index - 1).clamp_min(0)]
+        gain = torch.where(can_promote, next_rate - rates[index], torch.zeros(()))
+        closeness = torch.where(can_promote, desired / next_rate, torch.full((), -1.0))
+        order = torch.argsort(closeness, descending=True)
+        cumulative = torch.cumsum(gain[order], 0)
+        count = int(torch.searchsorted(cumulative, torch.tensor(deficit, dtype=torch.float64)).item())
+        if count < n and gain[order[count]] > 0:
+            short = deficit - (cumulative[count - 1].item() if count else 0.0)
+            if cumulative[count].item() - deficit < short:
+                count += 1
+        index[order[:count]] -= 1
+    return divisor_values[index]
+
+
+def _random_scores(kind, n, generator):
+    if kind == "lognormal":
+        return (torch.randn(n, generator=generator) * 2).exp()
+    if kind == "uniform":
+        return torch.rand(n, generator=generator, dtype=torch.float64)
+    if kind == "ties":  # a few distinct values, zero among them
+        return torch.randint(0, 4, (n,), generator=generator).float() / 3
+    if kind == "zeros":
+        values = torch.rand(n, generator=generator)
+        return torch.where(torch.rand(n, generator=generator) < 0.6, 0.0, values)
+    if kind == "equal":
+        return torch.full((n,), 0.37)
+    if kind == "all_zero":
+        return torch.zeros(n)
+    raise ValueError(kind)
+
+
+SCORE_KINDS = ("lognormal", "uniform", "ties", "zeros", "equal", "all_zero")
+
+
+def _random_cases(seed, count, rate_edges=True):
+    generator = torch.Generator().manual_seed(seed)
+    sizes = (1, 2, 3, 7, 40, 333, 2000)
+    for case in range(count):
+        n = sizes[int(torch.randint(len(sizes), (), generator=generator))]
+        kind = SCORE_KINDS[case % len(SCORE_KINDS)]
+        if rate_edges and case % 7 == 0:
+            rate = (1 / 16, 1.0, 0.5)[case % 3]
+        else:
+            rate = 1 / 16 + (1 - 1 / 16) * float(torch.rand((), generator=generator))
+        yield _random_scores(kind, n, generator), rate
+
+
+DYADIC = [DIVISORS, (1, 2, 4), (2, 4, 8, 16, 32), (1, 4, 16), (1, 2, 4, 8, 16, 32, 64), (4,)]
+
+
+@pytest.mark.parametrize("rate_exponent", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("divisors", DYADIC + [(1, 3, 9), (1, 2, 3, 4, 6, 8, 12, 16), (2, 3)])
+def test_closed_form_matches_the_bisection(divisors, rate_exponent):
+    # With rates that are not powers of two the bisection summed them in floating point, so a target
+    # exactly at a reachable total (rate 1/4 with divisor 12 among them) went either way: such sets
+    # get random targets only.
+    seed = 1000 * len(divisors) + sum(divisors) + int(4 * rate_exponent)
+    for scores, rate in _random_cases(seed, 60, rate_edges=divisors in DYADIC):
+        expected = _bisection_divisors(scores, rate, divisors, rate_exponent)
+        found = solve_divisors(scores, rate, divisors, rate_exponent)
+        assert found.dtype == torch.int64 and found.device == scores.device
+        assert torch.equal(found, expected), (scores, rate, divisors, rate_exponent)
+
+
+@pytest.mark.parametrize("divisors, rate, divisor", [((1, 3, 9), 1 / 3, 3), ((1, 2, 3, 4, 6, 8, 12, 16), 0.25, 4),
+                                                      ((3, 5, 7), 1.0, 3), ((3, 5, 7), 0.01, 7)])
+def test_a_reachable_target_is_met_exactly_whatever_the_divisors(divisors, rate, divisor):
+    for n in (1, 10, 781):
+        assert solve_divisors(torch.ones(n), rate, divisors).tolist() == [divisor] * n
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rate_exponent", [0.0, 0.5, 1.0])
+def test_solving_on_cuda_matches_the_cpu(rate_exponent):
+    cuda = torch.device("cuda")
+    generator = torch.Generator().manual_seed(11)
+    for case in range(24):
+        n = (1000, 5000, 32760, 75600)[case % 4]
+        rate = 1 / 16 + (1 - 1 / 16) * float(torch.rand((), generator=generator))
+        kind = ("lognormal", "uniform", "ties", "zeros", "equal", "all_zero")[case % 6]
+        scores = _random_scores(kind, n, generator)
+        on_cpu = solve_divisors(scores, rate, DIVISORS, rate_exponent)
+        on_cuda = solve_divisors(scores.to(cuda), rate, DIVISORS, rate_exponent)
+        assert on_cuda.device.type == "cuda" and on_cuda.dtype == torch.int64
+        if kind in ("lognormal", "uniform") and rate_exponent > 0:
+            assert torch.equal(on_cuda.cpu(), on_cpu)
+        else:  # argsort breaks ties between equal tokens differently per device: same plan up to which
+            assert torch.equal(on_cuda.cpu().sort().values, on_cpu.sort().values)
+        phases = assign_phases(on_cuda, torch.randperm(n, device=cuda))
+        assert phases.device.type == "cuda" and bool(((phases >= 0) & (phases < on_cuda)).all())
