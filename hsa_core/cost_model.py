@@ -17,7 +17,6 @@ model that becomes an exact number of token evaluations:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -124,26 +123,37 @@ def calibrate(
     """Time token-subset forwards of ``adapter`` on this hardware and fit a CostModel.
 
     Each fraction is timed ``repeats`` times after one warm-up forward; the median is used. When
-    noise hides any growth with the active tokens, the result is the proportional model.
+    noise hides any growth with the active tokens, the result is the proportional model. The inputs
+    live on the adapter's device, and the clock waits for that device's queued work.
     """
-    generator = torch.Generator().manual_seed(seed)
+    from .samplers.base import Stopwatch  # imported here: the samplers package imports this module
+
+    device = torch.device(getattr(adapter, "device", torch.device("cpu")))
+    clock = Stopwatch(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
     n = grid.num_tokens
-    x = torch.randn(grid.batch, n, grid.token_dim, generator=generator)
-    sigmas = torch.full((grid.batch,), sigma)
+    x = torch.randn(grid.batch, n, grid.token_dim, generator=generator, device=device)
+    sigmas = torch.full((grid.batch,), sigma, device=device)
     cache = adapter.new_kv_cache(grid)
     adapter.velocity(x, sigmas, branch, active=None, kv_cache=cache)  # fills the cache, warms up kernels
+    # tokens every subset holds (LTX-2's audio: computed at every step), and the ones drawn at random
+    pinned = grid.always_active.to(device) if grid.always_active is not None else torch.zeros(n, dtype=torch.bool,
+                                                                                                device=device)
+    drawable = (~pinned).nonzero().squeeze(1)
     samples = []
     for fraction in active_fractions:
         count = max(1, round(fraction * n))
-        active = torch.randperm(n, generator=generator)[:count].sort().values
+        drawn = drawable[torch.randperm(drawable.numel(), generator=generator, device=device)]
+        active = torch.cat([pinned.nonzero().squeeze(1), drawn[:max(0, count - int(pinned.sum()))]]).sort().values
+        count = active.numel()
         if count == n:
             active = None
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock.now()
             subset = x if active is None else x[:, active]
             adapter.velocity(subset, sigmas, branch, active=active, kv_cache=cache)
-            times.append(time.perf_counter() - start)
+            times.append(clock.now() - start)
         samples.append((count, n, float(np.median(times))))
     try:
         return CostModel.fit(samples)

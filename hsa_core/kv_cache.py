@@ -7,6 +7,8 @@ with fresh K/V, and inactive tokens contribute the K/V from their last evaluatio
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 
@@ -16,12 +18,19 @@ def kv_cache_bytes(num_layers: int, num_tokens: int, width: int, dtype: torch.dt
     return num_layers * num_tokens * width * 2 * element * branches
 
 
+CacheLocation = Literal["device", "host"]
+
+
 class TokenKVCache:
     """K/V rows of shape (B, heads, N, head_dim) per layer, stored in ``dtype``.
 
     A lower-precision cache (bf16 halves an fp32 cache, float8 halves a bf16 one) saves memory; rows
     are cast back to the compute dtype when attended, so only the cached context loses precision,
     never the active tokens' own K/V.
+
+    ``location="host"`` keeps the rows in CPU memory (pinned when CUDA is there) instead of on the
+    compute ``device``: a cache too large for the GPU still runs, at the price of moving each layer's
+    N rows to the device whenever that layer attends. The arithmetic is the same either way.
     """
 
     def __init__(
@@ -33,11 +42,22 @@ class TokenKVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device | str = "cpu",
+        location: CacheLocation = "device",
     ):
+        if location not in ("device", "host"):
+            raise ValueError(f"location must be 'device' or 'host', got {location!r}")
         shape = (batch, heads, num_tokens, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.device = torch.device(device)
+        storage = self.device if location == "device" else torch.device("cpu")
+        pin = storage.type == "cpu" and self.device.type == "cuda"  # pinned pages: asynchronous copies to the GPU
+
+        def rows() -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=storage, pin_memory=pin)
+
+        self.keys = [rows() for _ in range(num_layers)]
+        self.values = [rows() for _ in range(num_layers)]
         self.num_tokens = num_tokens
+        self.location = location
 
     @property
     def nbytes(self) -> int:
@@ -52,9 +72,11 @@ class TokenKVCache:
             cached_k.copy_(_to_cache_dtype(key, cached_k.dtype))
             cached_v.copy_(_to_cache_dtype(value, cached_v.dtype))
             return key, value  # every row is fresh: attend to them directly, uncast
-        _write_rows(cached_k, active, _to_cache_dtype(key, cached_k.dtype))
-        _write_rows(cached_v, active, _to_cache_dtype(value, cached_v.dtype))
-        return cached_k.to(key.dtype), cached_v.to(value.dtype)
+        rows = active.to(cached_k.device)
+        _write_rows(cached_k, rows, _to_cache_dtype(key, cached_k.dtype).to(cached_k.device))
+        _write_rows(cached_v, rows, _to_cache_dtype(value, cached_v.dtype).to(cached_v.device))
+        return (cached_k.to(key.device, non_blocking=True).to(key.dtype),
+                cached_v.to(value.device, non_blocking=True).to(value.dtype))
 
 
 def is_float8(dtype: torch.dtype) -> bool:

@@ -23,9 +23,11 @@ def upscale(clip: np.ndarray, factor: int) -> np.ndarray:
 
 
 def write_mp4(clip: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12, audio: np.ndarray | None = None,
-              sample_rate: int | None = None) -> Path:
+              sample_rate: int | None = None, lossless: bool = False) -> Path:
     """Encode (F, H, W, 3) as H.264 in yuv420p (plays everywhere); H and W must be even.
 
+    ``lossless``: RGB H.264 at CRF 0 instead (libx264rgb): the decoded frames are the clip's exactly, the
+    file is several times larger and browsers do not play it — masters for post-processing.
     ``audio`` (channels, samples) in [−1, 1] at ``sample_rate`` Hz, mono or stereo, is muxed in as an
     AAC stereo track (LTX-2's soundtrack).
     """
@@ -44,9 +46,10 @@ def write_mp4(clip: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12, a
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf)}
+        stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "rgb24" if lossless else "yuv420p"
+        stream.options = {"crf": "0" if lossless else str(crf)}
         audio_stream = None
         if audio is not None:
             audio_stream = container.add_stream("aac", rate=sample_rate)
@@ -101,10 +104,17 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        image = image.convert("RGB")
-        if size is not None and image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.float32) / 255.0
+        return image_array(image, size)
+
+
+def image_array(image, size: int | None = None) -> np.ndarray:
+    """A PIL image as (H, W, 3) float32 RGB in [0, 1], optionally resized (bilinear) to size×size."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32) / 255.0
 
 
 def write_image(image: np.ndarray, path: str | Path) -> Path:

@@ -48,15 +48,99 @@ class KVCacheEstimate:
 
 
 def free_device_bytes(device: torch.device) -> int | None:
-    """Bytes free on a CUDA device; None where we cannot tell (CPU memory is left to the OS)."""
+    """Bytes this process can still allocate on a CUDA device: what the driver reports free plus what
+    torch's caching allocator holds unused (a finished job's cache stays reserved for the next one);
+    None where we cannot tell (CPU memory is left to the OS)."""
     if device.type != "cuda":
         return None
     free, _ = torch.cuda.mem_get_info(device)
-    return free
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def free_host_bytes() -> int | None:
+    """Bytes of host memory available (Linux's MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / GIB:.2f} GiB"
+
+
+@dataclass(frozen=True)
+class KVCacheFit:
+    """Whether HSA's K/V cache fits next to a forward's working memory, and which ways out do.
+
+    free_bytes: what the device has left with the model loaded (None: unlimited, e.g. a CPU);
+    host_free_bytes: host memory available, for a cache kept on the host.
+    """
+
+    estimate: KVCacheEstimate
+    working_bytes: int
+    free_bytes: int | None
+    location: str = "device"
+    host_free_bytes: int | None = None
+
+    def _fits(self, cache_bytes: int, location: str) -> bool:
+        if self.free_bytes is None:
+            return True
+        if location == "host":
+            host_room = self.host_free_bytes is None or cache_bytes <= self.host_free_bytes
+            # the cache lives on the host; one layer of it is on the device while that layer attends
+            return host_room and self.working_bytes + cache_bytes // max(1, self.estimate.layers) <= self.free_bytes
+        return cache_bytes + self.working_bytes <= self.free_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self._fits(self.estimate.total_bytes, self.location)
+
+    @property
+    def full_budget_fits(self) -> bool:
+        """Whether budget 1.0, which keeps no cache, fits (a forward's working memory alone)."""
+        return self.free_bytes is None or self.working_bytes <= self.free_bytes
+
+    def alternatives(self) -> list[str]:
+        """The ways out that fit, each with its size: cheaper cache dtypes, the host, fewer tokens, budget 1."""
+        estimate, options = self.estimate, []
+        cheaper = [torch.bfloat16] if estimate.bytes_per_value > 2 else []
+        if hasattr(torch, "float8_e4m3fn") and estimate.bytes_per_value > 1:
+            cheaper.append(torch.float8_e4m3fn)
+        for dtype in cheaper:
+            smaller = KVCacheEstimate(estimate.layers, estimate.tokens, estimate.width, dtype, estimate.branches)
+            if self._fits(smaller.total_bytes, self.location):
+                options.append(f"a {str(dtype).removeprefix('torch.')} K/V cache ({_gib(smaller.total_bytes)})")
+        if self.location == "device" and self._fits(estimate.total_bytes, "host"):
+            options.append(f"the K/V cache kept in host memory ({_gib(estimate.total_bytes)} of "
+                           f"{_gib(self.host_free_bytes) if self.host_free_bytes is not None else 'host memory'})")
+        if self.free_bytes is not None and self.location == "device":
+            # the cache and the working memory are both linear in the tokens
+            tokens = int(estimate.tokens * max(0, self.free_bytes) / (estimate.total_bytes + self.working_bytes))
+            if tokens > 0:
+                options.append(f"fewer frames or a lower resolution (at most {tokens} tokens; this request has "
+                               f"{estimate.tokens})")
+        if self.full_budget_fits:
+            options.append("budget 1.0 (no K/V cache)")
+        return options
+
+    def refusal(self) -> str:
+        """Why the cache does not fit, with the numbers and only the ways out that do."""
+        where = "in host memory" if self.location == "host" else "on the device"
+        free = _gib(self.free_bytes) if self.free_bytes is not None else "?"
+        options = self.alternatives()
+        return (f"the K/V cache needs {self.estimate.describe()} {where}, plus about {_gib(self.working_bytes)} "
+                f"for a forward, but only {free} are free with the model loaded; "
+                + (f"options that fit: {'; or '.join(options)}" if options else "nothing smaller fits either"))
 
 
 def check_kv_cache_fits(
-    estimate: KVCacheEstimate, working_bytes: int, device: torch.device, free_bytes: int | None = None
+    estimate: KVCacheEstimate, working_bytes: int, device: torch.device, free_bytes: int | None = None,
+    location: str = "device",
 ) -> None:
     """Raise InsufficientMemoryError when the cache plus a forward's working memory exceed the free memory.
 
@@ -65,19 +149,10 @@ def check_kv_cache_fits(
     """
     if free_bytes is None:
         free_bytes = free_device_bytes(device)
-    needed = estimate.total_bytes + working_bytes
-    if free_bytes is None or needed <= free_bytes:
-        return
-    suggestions = ["fewer frames or a lower resolution", "budget 1.0 (no cache)"]
-    if estimate.bytes_per_value > 2:
-        suggestions.insert(0, "a bfloat16 K/V cache")
-    elif estimate.bytes_per_value == 2 and hasattr(torch, "float8_e4m3fn"):
-        suggestions.insert(0, "a float8_e4m3fn K/V cache")
-    raise InsufficientMemoryError(
-        f"the K/V cache needs {estimate.describe()}, plus about {working_bytes / GIB:.2f} GiB for a forward, "
-        f"but only {free_bytes / GIB:.2f} GiB are free on {device} with the model loaded; "
-        f"try {', or '.join(suggestions)}"
-    )
+    fit = KVCacheFit(estimate, working_bytes, free_bytes, location,
+                     free_host_bytes() if location == "host" or free_bytes is not None else None)
+    if not fit.fits:
+        raise InsufficientMemoryError(f"{fit.refusal()} (on {device})")
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -38,7 +38,7 @@ class GaussianFlowAdapter:
     def prepare_branch(self, grid: TokenGrid, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         return encoder_hidden_states  # a scalar multiplier on the field, so CFG has something to combine
 
-    def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None) -> None:
+    def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None, location: str = "device") -> None:
         return None
 
     def exact_solution(self, noise: torch.Tensor) -> torch.Tensor:

@@ -117,8 +117,9 @@ class DenoiserAdapter(Protocol):
         own ``GuidanceTerm.branch_inputs`` (e.g. LTX-2's ``isolate_modalities``).
         """
 
-    def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None) -> Any:
-        """An empty per-layer K/V cache for one guidance branch (None if the model needs none)."""
+    def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None, location: str = "device") -> Any:
+        """An empty per-layer K/V cache for one guidance branch (None if the model needs none), kept on the
+        compute device or in host memory (``location``, see ``TokenKVCache``)."""
 
     def velocity(
         self,

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, GridError
-from ..kv_cache import TokenKVCache
+from ..kv_cache import CacheLocation, TokenKVCache
 from .base import TokenGrid
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin): (B, S, D) interleaved, or (B, H, S, D / 2H) split
@@ -165,10 +165,25 @@ class _ForwardContext:
 
 
 def _apply_rope(x: torch.Tensor, rope: Rope, rope_type: str) -> torch.Tensor:
-    from diffusers.models.transformers.transformer_ltx2 import (apply_interleaved_rotary_emb,
-                                                                apply_split_rotary_emb)
+    from diffusers.models.transformers.transformer_ltx2 import apply_interleaved_rotary_emb, apply_split_rotary_emb
 
+    if x.shape[1] == 0:  # no rows to rotate (a step that computes only the audio tokens)
+        return x
     return apply_interleaved_rotary_emb(x, rope) if rope_type == "interleaved" else apply_split_rotary_emb(x, rope)
+
+
+class EmptyQueriesAttnProcessor:
+    """diffusers' processor, except for zero queries: a step that computes only LTX-2's audio tokens runs the
+    video stream over zero rows, and diffusers' RoPE cannot reshape an empty tensor. Zero queries attend to
+    nothing and give zero rows."""
+
+    def __init__(self, original):
+        self.original = original
+
+    def __call__(self, attn, hidden_states, *args, **kwargs):
+        if hidden_states.shape[1] == 0:
+            return hidden_states.new_zeros(*hidden_states.shape[:2], attn.to_out[0].out_features)
+        return self.original(attn, hidden_states, *args, **kwargs)
 
 
 def _gather_rope(rope: Rope, rows: torch.Tensor | None) -> Rope:
@@ -262,6 +277,8 @@ class LTX2Adapter:
                 if isinstance(original, VideoKVCacheAttnProcessor):  # a second adapter over the same model
                     original = original.original
                 attention.set_processor(VideoKVCacheAttnProcessor(layer, cache_name, self._context, original))
+            if not isinstance(block.audio_to_video_attn.processor, EmptyQueriesAttnProcessor):  # video queries
+                block.audio_to_video_attn.set_processor(EmptyQueriesAttnProcessor(block.audio_to_video_attn.processor))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -332,12 +349,14 @@ class LTX2Adapter:
             isolate_modalities=isolate_modalities,
         )
 
-    def new_kv_cache(self, tokens: AudioVideoTokens, dtype: torch.dtype | None = None) -> AudioVideoKVCache:
+    def new_kv_cache(self, tokens: AudioVideoTokens, dtype: torch.dtype | None = None,
+                     location: CacheLocation = "device") -> AudioVideoKVCache:
         dtype, n = dtype or self.dtype, tokens.num_video_tokens
         return AudioVideoKVCache(
-            video_self=TokenKVCache(self.num_layers, tokens.batch, self.heads, n, self.head_dim, dtype, self.device),
+            video_self=TokenKVCache(self.num_layers, tokens.batch, self.heads, n, self.head_dim, dtype, self.device,
+                                    location),
             video_to_audio=TokenKVCache(self.num_layers, tokens.batch, self.audio_heads, n, self.audio_head_dim,
-                                        dtype, self.device),
+                                        dtype, self.device, location),
         )
 
     def _embed(self, embedding, timestep: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

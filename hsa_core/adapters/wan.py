@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, GridError, UnsupportedModelError
-from ..kv_cache import TokenKVCache
+from ..kv_cache import CacheLocation, TokenKVCache
 from .base import TokenGrid
 
 
@@ -191,7 +191,17 @@ class WanAdapter:
         self.image_dim = config.image_dim
         self.rope_max_seq_len = config.rope_max_seq_len
         self.num_train_timesteps = 1000  # Wan's timestep = σ · 1000
+        self._bind_weights()
 
+        self._context = _ForwardContext()
+        for layer, block in enumerate(transformer.blocks):
+            block.attn1.set_processor(KVCacheSyncAttnProcessor(layer, self._context))
+            block.attn2.set_processor(CachedCrossAttnProcessor(layer, self._context))
+
+    def _bind_weights(self) -> None:
+        """The patch embedding and output projection as the forward uses them, from the transformer's
+        current parameters (again after every move: they are tensors of their own)."""
+        transformer = self.transformer
         # 1. Patch embedding as a linear map over channel-major patches (Conv3d with stride = kernel).
         conv = transformer.patch_embedding
         self._embed_weight = conv.weight.detach().flatten(1)  # (dim, C·pt·ph·pw)
@@ -200,13 +210,16 @@ class WanAdapter:
         pt, ph, pw = self.patch
         c = self.out_channels
         order = torch.arange(pt * ph * pw * c).reshape(pt, ph, pw, c).permute(3, 0, 1, 2).reshape(-1)
+        order = order.to(conv.weight.device)
         self._proj_weight = transformer.proj_out.weight.detach()[order]
         self._proj_bias = transformer.proj_out.bias.detach()[order]
 
-        self._context = _ForwardContext()
-        for layer, block in enumerate(transformer.blocks):
-            block.attn1.set_processor(KVCacheSyncAttnProcessor(layer, self._context))
-            block.attn2.set_processor(CachedCrossAttnProcessor(layer, self._context))
+    def to(self, device: torch.device | str) -> "WanAdapter":
+        """Move the transformer (a two-expert model's idle expert waits on the CPU)."""
+        if torch.device(device) != self.device:
+            self.transformer.to(device)
+            self._bind_weights()
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -292,10 +305,10 @@ class WanAdapter:
             )
         return TokenGrid(expected, self.patch).patchify(condition.to(self.dtype))
 
-    def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None) -> TokenKVCache:
-        return TokenKVCache(
-            self.num_layers, grid.batch, self.heads, grid.num_tokens, self.head_dim, dtype or self.dtype, self.device
-        )
+    def new_kv_cache(self, grid: TokenGrid, dtype: torch.dtype | None = None,
+                     location: CacheLocation = "device") -> TokenKVCache:
+        return TokenKVCache(self.num_layers, grid.batch, self.heads, grid.num_tokens, self.head_dim,
+                            dtype or self.dtype, self.device, location)
 
     def _time_embedding(self, timestep: torch.Tensor, text_dtype: torch.dtype):
         """diffusers' condition embedder, timestep part: (M,) → temb (M, dim), projection (M, 6·dim)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,9 +33,10 @@ import torch
 from ..adapters.ltx2 import AudioVideoTokens, LTX2Adapter, LTX2TextEmbeddings
 from ..errors import ConfigError, ModelNotFoundError
 from ..memory import KVCacheEstimate, check_kv_cache_fits, decode_without_losing_latents
-from ..samplers.base import Conditioning, GuidanceRescale, GuidanceTerm, SampleResult, Sampler, StepCallback
-from ..samplers.hsa import HSASampler
+from ..samplers.base import Conditioning, GuidanceRescale, GuidanceTerm, Sampler, SampleResult, StepCallback
+from ..samplers.hsa import HSAConfig, HSASampler
 from ..schedule import SigmaSchedule
+from .base import CheckpointModel, DecodedClip, TokenCounts
 from .registry import AudioVideoGuidance, ModelSpec
 
 # diffusers' LTX-2 pipelines pad or cut prompts to this many text tokens.
@@ -65,21 +67,27 @@ class GeneratedAudioVideo:
     decoded_with: str  # how the video VAE ran: "device", "tiled" or "cpu"
 
 
-class LTX2VideoModel:
+class LTX2VideoModel(CheckpointModel):
     """An LTX-2 checkpoint loaded through diffusers, sampled by hsa_core."""
 
-    def __init__(self, pipeline, spec: ModelSpec):
+    max_text_tokens = MAX_TEXT_TOKENS
+    example_frames = 121
+
+    def __init__(self, pipeline, spec: ModelSpec, text_encoder: str = "device"):
         for name in ("transformer", "connectors", "vae", "audio_vae", "vocoder"):
             if getattr(pipeline, name, None) is None:
                 raise ModelNotFoundError(f"the {spec.name} checkpoint has no {name}")
-        self.pipeline = pipeline
-        self.spec = spec
+        super().__init__(pipeline, spec, text_encoder)
         self.adapter = LTX2Adapter(pipeline.transformer, cross_modal_timestep=spec.cross_modal_timestep)
         self._image_pipeline = None
 
     @property
     def device(self) -> torch.device:
         return self.adapter.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.adapter.dtype
 
     @property
     def size_multiple(self) -> int:
@@ -107,13 +115,71 @@ class LTX2VideoModel:
             self._image_pipeline = LTX2ImageToVideoPipeline(**self.pipeline.components)
         return self._image_pipeline
 
-    def _check_shape(self, height: int, width: int, num_frames: int) -> None:
-        multiple, stride = self.size_multiple, self.frame_stride
-        if height <= 0 or width <= 0 or height % multiple or width % multiple:
-            raise ConfigError(f"{self.spec.name}: height and width must be positive multiples of {multiple}, "
-                              f"got {height}×{width}")
-        if num_frames < 1 or (num_frames - 1) % stride:
-            raise ConfigError(f"{self.spec.name}: num_frames must be {stride}·k + 1 (e.g. 121), got {num_frames}")
+    def layout(self, height: int, width: int, num_frames: int, frame_rate: int | None = None) -> AudioVideoTokens:
+        """The video and audio tokens of ``num_frames`` frames of height × width at ``frame_rate``: the
+        soundtrack covers the clip's duration at the audio VAE's latent rate."""
+        pipe = self.pipeline
+        duration = num_frames / (frame_rate or self.spec.fps)
+        audio_frames = round(duration * (pipe.audio_sampling_rate / pipe.audio_hop_length
+                                         / float(pipe.audio_vae_temporal_compression_ratio)))
+        latent_shape = (1, pipe.transformer.config.in_channels, (num_frames - 1) // self.frame_stride + 1,
+                        height // pipe.vae_spatial_compression_ratio, width // pipe.vae_spatial_compression_ratio)
+        mel_bins = pipe.audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
+        return self.adapter.token_layout(latent_shape, (1, pipe.audio_vae.config.latent_channels, audio_frames,
+                                                        mel_bins), frame_rate or self.spec.fps)
+
+    def token_counts(self, height: int, width: int, num_frames: int) -> TokenCounts:
+        layout = self.layout(height, width, num_frames)
+        latent_frames = (num_frames - 1) // self.frame_stride + 1
+        return TokenCounts(layout.num_tokens, first_frame_frozen=layout.num_video_tokens // latent_frames,
+                           always_active=layout.num_audio_tokens)
+
+    def min_budget(self, steps: int, height: int, width: int, num_frames: int, with_image: bool,
+                   config: HSAConfig | None = None) -> float:
+        """The smallest HSA budget a job of this shape and step count can run at (the audio tokens are
+        computed at every step, an image's latent frame is held clean)."""
+        config, counts = config or HSAConfig(), self.token_counts(height, width, num_frames)
+        return config.min_budget(steps, counts.tokens, frozen_tokens=counts.first_frame_frozen if with_image else 0,
+                                 always_active_tokens=counts.always_active)
+
+    def kv_cache_estimate_for(self, height: int, width: int, num_frames: int,
+                              config: HSAConfig | None = None) -> KVCacheEstimate:
+        """The K/V cache HSA keeps below budget 1 at this shape with the preset's guidance."""
+        layout = self.layout(height, width, num_frames)
+        guidance = self._audio_video_guidance()
+        audio_guidance = _first_given(self.spec.audio_guidance_scale, self.spec.guidance_scale)
+        branches = 1 + int(self.spec.guidance_scale > 1 or audio_guidance > 1) + len(self._guidance_terms(layout,
+                                                                                                          guidance))
+        return self._kv_estimate(layout.num_video_tokens, config or HSAConfig(), branches)
+
+    def working_bytes_for(self, height: int, width: int, num_frames: int) -> int:
+        return self._working_bytes(self.layout(height, width, num_frames).num_video_tokens)
+
+    def _kv_estimate(self, video_tokens: int, config: HSAConfig, branches: int) -> KVCacheEstimate:
+        return KVCacheEstimate(layers=self.adapter.num_layers, tokens=video_tokens, width=self.adapter.width,
+                               dtype=config.cache_dtype or self.adapter.dtype, branches=branches)
+
+    def _working_bytes(self, video_tokens: int) -> int:
+        """Transient memory of one forward, estimated by its largest activation (the video FFN's hidden layer)."""
+        element = torch.empty((), dtype=self.adapter.dtype).element_size()
+        return 2 * video_tokens * 4 * self.adapter.heads * self.adapter.head_dim * element
+
+    def _audio_video_guidance(self, stg_scale=None, audio_stg_scale=None, stg_blocks=None, modality_scale=None,
+                              audio_modality_scale=None, guidance_rescale=None,
+                              audio_guidance_rescale=None) -> AudioVideoGuidance:
+        """The request's guidance terms, the preset filling what is None (an audio value falls back to the
+        preset's audio value, then to the video value)."""
+        preset = self.spec.audio_video_guidance or AudioVideoGuidance()
+        stg = _first_given(stg_scale, preset.stg_scale)
+        modality = _first_given(modality_scale, preset.modality_scale)
+        rescale = _first_given(guidance_rescale, preset.guidance_rescale)
+        return AudioVideoGuidance(
+            stg_scale=stg, audio_stg_scale=_first_given(audio_stg_scale, preset.audio_stg_scale, stg),
+            stg_blocks=tuple(preset.stg_blocks if stg_blocks is None else stg_blocks),
+            modality_scale=modality,
+            audio_modality_scale=_first_given(audio_modality_scale, preset.audio_modality_scale, modality),
+            guidance_rescale=rescale,
+            audio_guidance_rescale=_first_given(audio_guidance_rescale, preset.audio_guidance_rescale, rescale))
 
     def schedule(self, steps: int, num_video_tokens: int, shift: float | None = None) -> tuple[SigmaSchedule, float]:
         """The checkpoint scheduler's σ's for ``steps`` Euler steps, as diffusers' pipeline sets them.
@@ -181,39 +247,33 @@ class LTX2VideoModel:
         spec, pipe = self.spec, self.pipeline
         height, width = height or spec.height, width or spec.width
         num_frames, frame_rate = num_frames or spec.num_frames, frame_rate or spec.fps
-        self._check_shape(height, width, num_frames)
+        self.check_shape(height, width, num_frames)
         guidance = spec.guidance_scale if guidance_scale is None else guidance_scale
         audio_guidance = _first_given(audio_guidance_scale, spec.audio_guidance_scale, guidance)
         use_cfg = guidance > 1.0 or audio_guidance > 1.0  # diffusers' rule
-        preset = spec.audio_video_guidance or AudioVideoGuidance()
-        stg = _first_given(stg_scale, preset.stg_scale)
-        modality = _first_given(modality_scale, preset.modality_scale)
-        rescale = _first_given(guidance_rescale, preset.guidance_rescale)
-        av_guidance = AudioVideoGuidance(
-            stg_scale=stg, audio_stg_scale=_first_given(audio_stg_scale, preset.audio_stg_scale, stg),
-            stg_blocks=tuple(preset.stg_blocks if stg_blocks is None else stg_blocks),
-            modality_scale=modality,
-            audio_modality_scale=_first_given(audio_modality_scale, preset.audio_modality_scale, modality),
-            guidance_rescale=rescale,
-            audio_guidance_rescale=_first_given(audio_guidance_rescale, preset.audio_guidance_rescale, rescale))
+        av_guidance = self._audio_video_guidance(stg_scale, audio_stg_scale, stg_blocks, modality_scale,
+                                                 audio_modality_scale, guidance_rescale, audio_guidance_rescale)
         if (av_guidance.stg_scale > 0 or av_guidance.audio_stg_scale > 0) and not av_guidance.stg_blocks:
             raise ConfigError("spatio-temporal guidance (stg_scale > 0) needs the blocks to perturb: stg_blocks")
         device = self.device
 
-        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = \
-            pipe.encode_prompt(
-                prompt=prompt if prompt_embeds is None else None,
-                negative_prompt=negative_prompt,
-                do_classifier_free_guidance=use_cfg,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds,
-                prompt_attention_mask=prompt_attention_mask,
-                negative_prompt_attention_mask=negative_prompt_attention_mask,
-                max_sequence_length=MAX_TEXT_TOKENS,
-                device=device,
-            )
-        text = self.encode_text(prompt_embeds, prompt_attention_mask)
-        negative_text = self.encode_text(negative_prompt_embeds, negative_prompt_attention_mask) if use_cfg else None
+        encodes = prompt_embeds is None or (use_cfg and negative_prompt_embeds is None)
+        with self.text_encoding() if encodes else nullcontext(device) as encode_device:
+            prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = \
+                pipe.encode_prompt(
+                    prompt=prompt if prompt_embeds is None else None,
+                    negative_prompt=negative_prompt,
+                    do_classifier_free_guidance=use_cfg,
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_prompt_embeds,
+                    prompt_attention_mask=prompt_attention_mask,
+                    negative_prompt_attention_mask=negative_prompt_attention_mask,
+                    max_sequence_length=MAX_TEXT_TOKENS,
+                    device=encode_device,
+                )
+        text = self.encode_text(prompt_embeds.to(device), prompt_attention_mask.to(device))
+        negative_text = self.encode_text(negative_prompt_embeds.to(device), negative_prompt_attention_mask.to(device)) \
+            if use_cfg else None
 
         # noise in diffusers' order: video first, then audio, from one generator
         generator = torch.Generator("cpu").manual_seed(seed)
@@ -225,17 +285,9 @@ class LTX2VideoModel:
             video, frozen_mask = self.image_pipeline.prepare_latents(
                 self._preprocess_image(image, height, width), 1, channels, height, width, num_frames, 0.0,
                 torch.float32, device, generator)
-        duration = num_frames / frame_rate  # seconds; the audio latents cover it at the audio VAE's rate
-        audio_frames = round(duration * (pipe.audio_sampling_rate / pipe.audio_hop_length
-                                         / float(pipe.audio_vae_temporal_compression_ratio)))
-        audio = pipe.prepare_audio_latents(1, pipe.audio_vae.config.latent_channels, audio_frames,
+        layout = self.layout(height, width, num_frames, frame_rate)
+        audio = pipe.prepare_audio_latents(1, pipe.audio_vae.config.latent_channels, layout.audio_shape[2],
                                            pipe.audio_vae.config.mel_bins, 0.0, torch.float32, device, generator)
-
-        latent_shape = (1, channels, (num_frames - 1) // self.frame_stride + 1,
-                        height // pipe.vae_spatial_compression_ratio, width // pipe.vae_spatial_compression_ratio)
-        mel_bins = pipe.audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
-        layout = self.adapter.token_layout(latent_shape, (1, pipe.audio_vae.config.latent_channels, audio_frames,
-                                                          mel_bins), frame_rate)
         frozen = None
         if frozen_mask is not None:  # the conditioning mask marks the image's latent frame
             frozen = torch.cat([frozen_mask[0].bool().cpu(), torch.zeros(layout.num_audio_tokens, dtype=torch.bool)])
@@ -294,25 +346,22 @@ class LTX2VideoModel:
         """
         if not isinstance(sampler, HSASampler) or sampler.budget >= 1 or not sampler.config.kv_sync:
             return None
-        return KVCacheEstimate(
-            layers=self.adapter.num_layers,
-            tokens=job.layout.num_video_tokens,
-            width=self.adapter.width,
-            dtype=sampler.config.cache_dtype or self.adapter.dtype,
-            branches=job.conditioning.num_branches,
-        )
+        return self._kv_estimate(job.layout.num_video_tokens, sampler.config, job.conditioning.num_branches)
 
     def forward_working_bytes(self, job: LTX2Job) -> int:
-        """Transient memory of one forward, estimated by its largest activation (the video FFN's hidden layer)."""
-        element = torch.empty((), dtype=self.adapter.dtype).element_size()
-        return 2 * job.layout.num_video_tokens * 4 * self.adapter.heads * self.adapter.head_dim * element
+        return self._working_bytes(job.layout.num_video_tokens)
+
+    def denoising_inputs(self, job: LTX2Job) -> tuple[LTX2Adapter, AudioVideoTokens, Conditioning]:
+        """The adapter, the token layout and the conditioning: what one forward of ``job`` takes."""
+        return self.adapter, job.layout, job.conditioning
 
     def denoise(self, job: LTX2Job, sampler: Sampler, callback: StepCallback | None = None,
                 free_bytes: int | None = None) -> SampleResult:
         """Run the sampler; first refuse, with the numbers, a K/V cache the device cannot hold."""
         estimate = self.kv_cache_estimate(job, sampler)
         if estimate is not None:
-            check_kv_cache_fits(estimate, self.forward_working_bytes(job), self.device, free_bytes)
+            check_kv_cache_fits(estimate, self.forward_working_bytes(job), self.device, free_bytes,
+                                sampler.config.kv_cache_location)
         return sampler.sample(self.adapter, job.tokens, job.layout, job.conditioning, job.schedule,
                               frozen=job.frozen, callback=callback)
 
@@ -355,6 +404,15 @@ class LTX2VideoModel:
         frames, decoded_with = decode_without_losing_latents(vae, decode_video, on_fallback)
         audio, _ = decode_without_losing_latents(audio_vae, decode_audio, on_fallback)
         return frames, audio, decoded_with
+
+    def decode_tokens(self, job: LTX2Job, tokens: torch.Tensor, on_fallback=None) -> DecodedClip:
+        """Sampled tokens of ``job`` → the clip and its soundtrack, decoded as ``decode`` does."""
+        frames, audio, decoded_with = self.decode(*self.latents(job, tokens), on_fallback)
+        return DecodedClip(frames, job.settings["frame_rate"], decoded_with, audio, self.sample_rate)
+
+    def latents_bytes(self, job: LTX2Job, tokens: torch.Tensor) -> bytes:
+        """``{"video", "audio"}`` latents of sampled tokens as ``torch.save`` bytes (kept when decoding fails)."""
+        return self.serialised(dict(zip(("video", "audio"), self.latents(job, tokens))))
 
     def generate(self, prompt: str, sampler: Sampler, callback: StepCallback | None = None,
                  on_decode_fallback=None, **request: Any) -> GeneratedAudioVideo:

@@ -54,6 +54,8 @@ class ModelSpec:
     cross_modal_timestep: LTX-2's audio↔video modulation reads the step's σ, not each video token's
         (diffusers' use_cross_timestep: LTX-2.3 and later).
     audio_video_guidance: LTX-2's spatio-temporal and modality-isolation guidance and guidance rescaling.
+    last_frame: the checkpoint was trained to take a last frame besides the first (Wan's first-last-frame
+        model, through diffusers' ``last_image``).
     """
 
     name: str
@@ -74,6 +76,7 @@ class ModelSpec:
     audio_guidance_scale: float | None = None
     cross_modal_timestep: bool = False
     audio_video_guidance: AudioVideoGuidance | None = None
+    last_frame: bool = False
 
     @property
     def takes_image(self) -> bool:
@@ -94,6 +97,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("wan2.1-i2v-14b-480p", "wan", "i2v", "WanImageToVideoPipeline",
                   "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
                   height=480, width=832, num_frames=81, fps=16, shift=3.0, guidance_scale=5.0),
+        ModelSpec("wan2.1-flf2v-14b-720p", "wan", "i2v", "WanImageToVideoPipeline",
+                  "Wan-AI/Wan2.1-FLF2V-14B-720P-Diffusers",
+                  height=720, width=1280, num_frames=81, fps=16, shift=16.0, guidance_scale=5.0, last_frame=True),
         ModelSpec("wan2.2-ti2v-5b", "wan", "ti2v", "WanPipeline", "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
                   height=704, width=1280, num_frames=121, fps=24, shift=5.0, guidance_scale=5.0),
         ModelSpec("wan2.2-t2v-a14b", "wan", "t2v", "WanPipeline", "Wan-AI/Wan2.2-T2V-A14B-Diffusers",

@@ -11,11 +11,15 @@ is exactly diffusers'. The loop is an hsa_core sampler over ``WanAdapter`` token
 * Wan 2.2 TI2V with an image (``expand_timesteps``): the image latent is the first latent frame,
   frozen at σ = 0 (per-token timesteps) and never stepped.
 * Wan 2.2 A14B: two experts split at the checkpoint's ``boundary_ratio`` (``samplers/experts.py``),
-  ``guidance_scale`` above it and ``guidance_scale_2`` below.
+  ``guidance_scale`` above it and ``guidance_scale_2`` below; with ``expert_offload`` the expert not
+  sampling waits on the CPU, so only one is on the device at a time.
+* First-last-frame (Wan 2.1 FLF2V, any channel-conditioned I2V checkpoint): diffusers' ``last_image``,
+  the last frame's latents in the condition beside the first's, both images in the CLIP context.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +30,11 @@ from ..adapters.base import TokenGrid
 from ..adapters.wan import WanAdapter
 from ..errors import ConfigError, ModelNotFoundError, UnsupportedModelError
 from ..memory import KVCacheEstimate, check_kv_cache_fits, decode_without_losing_latents
-from ..samplers.base import Conditioning, SampleResult, Sampler, StepCallback
-from ..samplers.experts import Expert, expert_switch_step, sample_with_experts
-from ..samplers.hsa import HSASampler
+from ..samplers.base import Conditioning, Sampler, SampleResult, StepCallback
+from ..samplers.experts import Expert, chain_min_budget, expert_switch_step, sample_with_experts
+from ..samplers.hsa import HSAConfig, HSASampler
 from ..schedule import FlowMatchSchedule
+from .base import CheckpointModel, DecodedClip, TokenCounts
 from .registry import ModelSpec
 
 # diffusers' Wan pipelines pad or cut prompts to this many text tokens.
@@ -58,10 +63,13 @@ class GeneratedVideo:
     decoded_with: str  # "device", "tiled" or "cpu"
 
 
-class WanVideoModel:
+class WanVideoModel(CheckpointModel):
     """A Wan checkpoint loaded through diffusers, sampled by hsa_core."""
 
-    def __init__(self, pipeline, spec: ModelSpec):
+    max_text_tokens = MAX_TEXT_TOKENS
+    example_frames = 81
+
+    def __init__(self, pipeline, spec: ModelSpec, text_encoder: str = "device", expert_offload: bool = False):
         transformer, transformer_2 = pipeline.transformer, getattr(pipeline, "transformer_2", None)
         if transformer is None:
             raise ModelNotFoundError(f"the {spec.name} checkpoint has no transformer")
@@ -77,9 +85,10 @@ class WanVideoModel:
             )
         if transformer.config.image_dim is not None and getattr(pipeline, "image_encoder", None) is None:
             raise ModelNotFoundError(f"the {spec.name} checkpoint needs an image_encoder (CLIP) and has none")
-        self.pipeline = pipeline
-        self.spec = spec
+        super().__init__(pipeline, spec, text_encoder)
+        self.expert_offload = expert_offload and spec.experts == 2
         self.adapters = [WanAdapter(transformer)]
+        self._device = self.adapters[0].device
         if spec.experts == 2:
             self.adapters.append(WanAdapter(transformer_2))
         self.boundary_ratio = pipeline.config.get("boundary_ratio") or spec.boundary_ratio
@@ -88,7 +97,12 @@ class WanVideoModel:
 
     @property
     def device(self) -> torch.device:
-        return self.adapters[0].device
+        """Where the transformers compute (the expert waiting on the CPU under expert offload moves here)."""
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.adapters[0].dtype
 
     @property
     def size_multiple(self) -> int:
@@ -115,13 +129,47 @@ class WanVideoModel:
             )
         return self._image_pipeline
 
-    def _check_shape(self, height: int, width: int, num_frames: int) -> None:
-        multiple, stride = self.size_multiple, self.frame_stride
-        if height <= 0 or width <= 0 or height % multiple or width % multiple:
-            raise ConfigError(f"{self.spec.name}: height and width must be positive multiples of {multiple}, "
-                              f"got {height}×{width}")
-        if num_frames < 1 or (num_frames - 1) % stride:
-            raise ConfigError(f"{self.spec.name}: num_frames must be {stride}·k + 1 (e.g. 81), got {num_frames}")
+    def latent_shape(self, height: int, width: int, num_frames: int) -> tuple[int, int, int, int, int]:
+        """The (1, C, F, H, W) latents of ``num_frames`` frames of height × width."""
+        return (1, self.adapters[0].out_channels, (num_frames - 1) // self.frame_stride + 1,
+                height // self.pipeline.vae_scale_factor_spatial, width // self.pipeline.vae_scale_factor_spatial)
+
+    def token_counts(self, height: int, width: int, num_frames: int) -> TokenCounts:
+        grid = self.adapters[0].token_grid(self.latent_shape(height, width, num_frames))
+        frozen = int(grid.frame_mask([0]).sum()) if self.expand_timesteps else 0
+        return TokenCounts(grid.num_tokens, first_frame_frozen=frozen)
+
+    def min_budget(self, steps: int, height: int, width: int, num_frames: int, with_image: bool,
+                   config: HSAConfig | None = None) -> float:
+        """The smallest HSA budget a job of this shape and step count can run at with the preset's schedule:
+        a two-expert model's spans each need their caching window (a short span costs its whole share)."""
+        config, counts = config or HSAConfig(), self.token_counts(height, width, num_frames)
+        frozen = counts.first_frame_frozen if with_image else 0
+        spans = [steps]
+        if len(self.adapters) == 2:
+            switch = expert_switch_step(FlowMatchSchedule(steps, self.spec.shift), self.boundary_ratio)
+            spans = [span for span in (switch, steps - switch) if span]
+        return chain_min_budget(config, spans, counts.tokens, frozen)
+
+    def kv_cache_estimate_for(self, height: int, width: int, num_frames: int,
+                              config: HSAConfig | None = None) -> KVCacheEstimate:
+        """The K/V cache HSA keeps below budget 1 at this shape with the preset's guidance."""
+        return self._kv_estimate(self.token_counts(height, width, num_frames).tokens, config or HSAConfig(),
+                                 branches=2 if self.spec.guidance_scale > 1 else 1)
+
+    def working_bytes_for(self, height: int, width: int, num_frames: int) -> int:
+        return self._working_bytes(self.token_counts(height, width, num_frames).tokens)
+
+    def _kv_estimate(self, tokens: int, config: HSAConfig, branches: int) -> KVCacheEstimate:
+        adapter = self.adapters[0]
+        return KVCacheEstimate(layers=adapter.num_layers, tokens=tokens, width=adapter.width,
+                               dtype=config.cache_dtype or adapter.dtype, branches=branches)
+
+    def _working_bytes(self, tokens: int) -> int:
+        """Transient memory of one forward, estimated by its largest activation (the FFN's hidden layer)."""
+        adapter = self.adapters[0]
+        element = torch.empty((), dtype=adapter.dtype).element_size()
+        return 2 * tokens * adapter.transformer.config.ffn_dim * element
 
     @torch.inference_mode()
     def prepare(
@@ -141,10 +189,12 @@ class WanVideoModel:
         guidance_scale_2: float | None = None,
         seed: int = 0,
         latents: torch.Tensor | None = None,
+        last_image=None,
     ) -> WanJob:
         """Encode the prompt (and image), draw the noise from ``seed``; preset values fill what is None.
 
-        ``image`` is a PIL image (or anything diffusers' video processor takes). ``latents`` replaces
+        ``image`` is a PIL image (or anything diffusers' video processor takes); ``last_image`` the last
+        frame of a first-last-frame request (channel-conditioned I2V checkpoints). ``latents`` replaces
         the seeded noise, as in diffusers.
         """
         spec, pipe = self.spec, self.pipeline
@@ -152,9 +202,20 @@ class WanVideoModel:
             raise ConfigError(f"{spec.name} is image-to-video: it needs an image")
         if image is not None and not spec.takes_image:
             raise ConfigError(f"{spec.name} is text-to-video: it takes no image")
+        if last_image is not None and (image is None or spec.task != "i2v"):
+            raise ConfigError(f"{spec.name}: a last frame needs a first frame and an image-to-video checkpoint "
+                              "that conditions through channels (Wan 2.1 / 2.2 I2V, FLF2V)")
+        if self.adapters[0].image_dim is not None:  # the CLIP context holds as many frames as it was trained on
+            two_frames = self.adapters[0].transformer.config.pos_embed_seq_len is not None
+            if last_image is not None and not two_frames:
+                raise ConfigError(f"{spec.name}: this checkpoint's CLIP image context takes one frame (its transformer "
+                                  "has no pos_embed_seq_len): it is not a first-last-frame model")
+            if image is not None and last_image is None and two_frames:
+                raise ConfigError(f"{spec.name} is first-last-frame: its CLIP image context takes a first and a last "
+                                  "frame; pass last_image too")
         height, width = height or spec.height, width or spec.width
         num_frames = num_frames or spec.num_frames
-        self._check_shape(height, width, num_frames)
+        self.check_shape(height, width, num_frames)
         guidance = spec.guidance_scale if guidance_scale is None else guidance_scale
         guidance_2 = next(g for g in (guidance_scale_2, spec.guidance_scale_2, guidance) if g is not None)
         schedule = FlowMatchSchedule(steps or spec.steps, spec.shift if shift is None else shift)
@@ -162,15 +223,20 @@ class WanVideoModel:
 
         # diffusers decides CFG on the first scale alone, for both experts
         use_cfg = guidance > 1.0
-        prompt_embeds, negative_prompt_embeds = pipe.encode_prompt(
-            prompt=prompt if prompt_embeds is None else None,
-            negative_prompt=negative_prompt,
-            do_classifier_free_guidance=use_cfg,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            max_sequence_length=MAX_TEXT_TOKENS,
-            device=device,
-        )
+        encodes = prompt_embeds is None or (use_cfg and negative_prompt_embeds is None)
+        with self.text_encoding() if encodes else nullcontext(device) as encode_device:
+            prompt_embeds, negative_prompt_embeds = pipe.encode_prompt(
+                prompt=prompt if prompt_embeds is None else None,
+                negative_prompt=negative_prompt,
+                do_classifier_free_guidance=use_cfg,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                max_sequence_length=MAX_TEXT_TOKENS,
+                device=encode_device,
+            )
+        prompt_embeds = prompt_embeds.to(device)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = negative_prompt_embeds.to(device)
         generator = torch.Generator("cpu").manual_seed(seed)
         model_inputs: dict[str, torch.Tensor] = {}
         frozen_first_frame = False
@@ -180,16 +246,19 @@ class WanVideoModel:
         else:
             i2v = self.image_pipeline
             pixels = i2v.video_processor.preprocess(image, height=height, width=width).to(device, torch.float32)
+            last_pixels = None if last_image is None else \
+                i2v.video_processor.preprocess(last_image, height=height, width=width).to(device, torch.float32)
             prepared = i2v.prepare_latents(pixels, 1, pipe.vae.config.z_dim, height, width, num_frames,
-                                           torch.float32, device, generator, latents)
+                                           torch.float32, device, generator, latents, last_pixels)
             if self.expand_timesteps:  # TI2V: the image latent is the first frame, held clean
                 noise, condition, first_frame_mask = prepared
                 noise = (1 - first_frame_mask) * condition + first_frame_mask * noise
                 frozen_first_frame = True
             else:  # I2V: mask + image latents concatenated along channels at every step
                 noise, model_inputs["condition"] = prepared
-            if self.adapters[0].image_dim is not None:
-                model_inputs["image_embeds"] = i2v.encode_image(image, device)
+            if self.adapters[0].image_dim is not None:  # both frames in the CLIP context, as diffusers
+                model_inputs["image_embeds"] = i2v.encode_image(image if last_image is None else [image, last_image],
+                                                                device)
 
         grid = self.adapters[0].token_grid(noise.shape)
         experts = [Expert(self.adapters[0], Conditioning(prompt_embeds, negative_prompt_embeds, guidance,
@@ -208,37 +277,46 @@ class WanVideoModel:
             schedule=schedule,
             settings=dict(height=height, width=width, num_frames=num_frames, steps=schedule.steps,
                           shift=schedule.shift, guidance_scale=guidance,
-                          guidance_scale_2=guidance_2 if len(self.adapters) == 2 else None, seed=seed),
+                          guidance_scale_2=guidance_2 if len(self.adapters) == 2 else None, seed=seed,
+                          last_frame=last_image is not None),
         )
+
+    def denoising_inputs(self, job: WanJob) -> tuple[WanAdapter, TokenGrid, Conditioning]:
+        """The first expert's adapter, the grid and its conditioning: what one forward of ``job`` takes."""
+        return job.experts[0].adapter, job.grid, job.experts[0].conditioning
 
     def kv_cache_estimate(self, job: WanJob, sampler: Sampler) -> KVCacheEstimate | None:
         """The K/V cache ``sampler`` will allocate for ``job`` (one expert's at a time); None if none."""
         if not isinstance(sampler, HSASampler) or sampler.budget >= 1 or not sampler.config.kv_sync:
             return None
-        adapter = self.adapters[0]
-        return KVCacheEstimate(
-            layers=adapter.num_layers,
-            tokens=job.grid.num_tokens,
-            width=adapter.width,
-            dtype=sampler.config.cache_dtype or adapter.dtype,
-            branches=max(expert.conditioning.num_branches for expert in job.experts),
-        )
+        return self._kv_estimate(job.grid.num_tokens, sampler.config,
+                                 branches=max(expert.conditioning.num_branches for expert in job.experts))
 
     def forward_working_bytes(self, job: WanJob) -> int:
-        """Transient memory of one forward, estimated by its largest activation (the FFN's hidden layer)."""
-        adapter = self.adapters[0]
-        ffn_dim = adapter.transformer.config.ffn_dim
-        element = torch.empty((), dtype=adapter.dtype).element_size()
-        return 2 * job.grid.num_tokens * ffn_dim * element
+        return self._working_bytes(job.grid.num_tokens)
 
     def denoise(self, job: WanJob, sampler: Sampler, callback: StepCallback | None = None,
                 free_bytes: int | None = None) -> SampleResult:
         """Run the sampler; first refuse, with the numbers, a K/V cache the device cannot hold."""
+        if self.expert_offload:
+            self._make_resident(0)  # the previous job may have ended on the low-noise expert
         estimate = self.kv_cache_estimate(job, sampler)
         if estimate is not None:
-            check_kv_cache_fits(estimate, self.forward_working_bytes(job), self.device, free_bytes)
+            check_kv_cache_fits(estimate, self.forward_working_bytes(job), self.device, free_bytes,
+                                sampler.config.kv_cache_location)
         return sample_with_experts(sampler, job.experts, job.switch_steps, job.tokens, job.grid, job.schedule,
-                                   frozen=job.frozen, callback=callback)
+                                   frozen=job.frozen, callback=callback,
+                                   before_expert=self._make_resident if self.expert_offload else None)
+
+    def _make_resident(self, index: int) -> None:
+        """Expert ``index`` on the device, the other on the CPU (moved off first: one expert at a time)."""
+        device = self.device
+        for other, adapter in enumerate(self.adapters):
+            if other != index:
+                adapter.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.adapters[index].to(device)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, on_fallback=None) -> tuple[np.ndarray, str]:
@@ -256,6 +334,15 @@ class WanVideoModel:
             return pipe.video_processor.postprocess_video(video, output_type="np")[0]
 
         return decode_without_losing_latents(vae, decode_on_vae_device, on_fallback)
+
+    def decode_tokens(self, job: WanJob, tokens: torch.Tensor, on_fallback=None) -> DecodedClip:
+        """Sampled tokens of ``job`` → the clip, decoded as ``decode`` does."""
+        frames, decoded_with = self.decode(job.grid.unpatchify(tokens), on_fallback)
+        return DecodedClip(frames, self.spec.fps, decoded_with)
+
+    def latents_bytes(self, job: WanJob, tokens: torch.Tensor) -> bytes:
+        """The (1, C, F, H, W) latents of sampled tokens as ``torch.save`` bytes (kept when decoding fails)."""
+        return self.serialised(job.grid.unpatchify(tokens))
 
     def generate(self, prompt: str, sampler: Sampler, callback: StepCallback | None = None,
                  on_decode_fallback=None, **request: Any) -> GeneratedVideo:

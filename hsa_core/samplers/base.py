@@ -118,6 +118,7 @@ class GuidedDenoiser:
         conditioning: Conditioning,
         with_kv_cache: bool = False,
         cache_dtype: torch.dtype | None = None,
+        cache_location: str = "device",
     ):
         self.adapter = adapter
         self.uses_cfg = conditioning.uses_guidance
@@ -130,7 +131,8 @@ class GuidedDenoiser:
         branch_inputs += [(conditioning.prompt_embeds, term.branch_inputs) for term in self.extra_guidance]
         self.branches = [adapter.prepare_branch(grid, embeds, **conditioning.model_inputs, **inputs)
                          for embeds, inputs in branch_inputs]
-        self.caches = [adapter.new_kv_cache(grid, cache_dtype) if with_kv_cache else None for _ in self.branches]
+        self.caches = [adapter.new_kv_cache(grid, cache_dtype, cache_location) if with_kv_cache else None
+                       for _ in self.branches]
         self._predictions: tuple[torch.Tensor, torch.Tensor] | None = None  # x̂₀ (conditional, guided), (B, N, D)
 
     @property

@@ -17,13 +17,14 @@ sampler, the runs chained through the latent tokens:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
 from ..adapters.base import DenoiserAdapter, TokenGrid
 from ..errors import BudgetInfeasibleError, ConfigError
 from ..schedule import FlowMatchSchedule
-from .base import Conditioning, SampleResult, Sampler, StepCallback
+from .base import Conditioning, Sampler, SampleResult, StepCallback
 from .hsa import HSASampler
 
 
@@ -60,6 +61,14 @@ def expert_switch_step(schedule: FlowMatchSchedule, boundary_ratio: float) -> in
     return int(high_noise.sum())
 
 
+def chain_min_budget(config, span_steps: list[int], num_tokens: int, frozen_tokens: int = 0,
+                     cost_model=None) -> float:
+    """The smallest budget a chain of expert spans of ``span_steps`` steps can honour: every span at its own
+    minimum (a span too short for a caching window costs its whole share), weighted by its steps."""
+    minimums = [config.min_budget(steps, num_tokens, cost_model, frozen_tokens) for steps in span_steps]
+    return sum(m * steps for m, steps in zip(minimums, span_steps)) / sum(span_steps)
+
+
 def span_budgets(sampler: HSASampler, spans: list[ScheduleSpan], num_tokens: int, frozen_tokens: int) -> list[float]:
     """Per-span budgets whose cost-weighted mean is the sampler's budget, none below its span's minimum.
 
@@ -83,7 +92,8 @@ def span_budgets(sampler: HSASampler, spans: list[ScheduleSpan], num_tokens: int
             break
         pinned |= newly_pinned
     if common is None:  # every span is at its minimum and the chain still costs more than the budget
-        chain_minimum = sum(m * span.steps for m, span in zip(minimums, spans)) / sum(s.steps for s in spans)
+        chain_minimum = chain_min_budget(sampler.config, [span.steps for span in spans], num_tokens, frozen_tokens,
+                                         sampler.cost_model)
         raise BudgetInfeasibleError(
             f"budget {sampler.budget:g} is below the minimum {chain_minimum:.3f} of this two-expert schedule "
             f"(expert spans of {', '.join(str(s.steps) for s in spans)} steps)",
@@ -101,28 +111,33 @@ def sample_with_experts(
     schedule: FlowMatchSchedule,
     frozen: torch.Tensor | None = None,
     callback: StepCallback | None = None,
+    before_expert: Callable[[int], None] | None = None,
 ) -> SampleResult:
     """Sample with ``experts[k]`` on steps [switch_steps[k − 1], switch_steps[k]) (the first from step 0).
 
     ``switch_steps`` has one entry fewer than ``experts``; an expert whose span is empty is skipped.
+    ``before_expert(k)`` runs before expert k's span (e.g. to move it onto the device).
     """
     if len(switch_steps) != len(experts) - 1 or sorted(switch_steps) != list(switch_steps):
         raise ConfigError("switch_steps must be sorted and one shorter than experts")
     bounds = [0, *switch_steps, schedule.steps]
     sigmas = schedule.sigmas
     stages = [
-        (expert, ScheduleSpan(sigmas[start : stop + 1], start))
-        for expert, start, stop in zip(experts, bounds, bounds[1:])
+        (index, expert, ScheduleSpan(sigmas[start : stop + 1], start))
+        for index, (expert, start, stop) in enumerate(zip(experts, bounds, bounds[1:]))
         if stop > start
     ]
     samplers = [sampler] * len(stages)
     if isinstance(sampler, HSASampler) and len(stages) > 1:
         frozen_tokens = 0 if frozen is None else int(frozen.sum())
-        budgets = span_budgets(sampler, [span for _, span in stages], grid.num_tokens, frozen_tokens)
+        budgets = span_budgets(sampler, [span for _, _, span in stages], grid.num_tokens, frozen_tokens)
         samplers = [HSASampler(b, sampler.config, sampler.cost_model, sampler.replan) for b in budgets]
 
     results: list[SampleResult] = []
-    for (expert, span), span_sampler in zip(stages, samplers):
+    for (index, expert, span), span_sampler in zip(stages, samplers):
+        if before_expert is not None:
+            before_expert(index)
+
         def shifted(stats, offset=span.start):  # step numbers of the whole schedule, not of the span
             callback(replace(stats, step=stats.step + offset))
 
@@ -156,4 +171,4 @@ def _chain(results: list[SampleResult], steps: int, num_tokens: int) -> SampleRe
     )
 
 
-__all__ = ["Expert", "ScheduleSpan", "expert_switch_step", "sample_with_experts", "span_budgets"]
+__all__ = ["Expert", "ScheduleSpan", "chain_min_budget", "expert_switch_step", "sample_with_experts", "span_budgets"]

@@ -83,6 +83,9 @@ class HSAConfig:
         tokens computed together see each other's fresh K/V — bursty per-step load, better fidelity.
     kv_cache_dtype: dtype of cached K/V ("float32", "bfloat16", "float16", and "float8_e4m3fn" where
         torch has it: saturating, a quarter of an fp32 cache); None keeps the model's.
+    kv_cache_location: "device" keeps the K/V cache where the model computes; "host" keeps it in CPU
+        memory and moves one layer's rows to the device when that layer attends (a cache larger than
+        the GPU runs, slower; the same arithmetic).
     score_eps: ε in the score's denominator.
 
     Ablations (the defaults are HSA; the others exist to measure what each part is worth):
@@ -107,6 +110,7 @@ class HSAConfig:
     score_normalization: Literal["sigma_gap", "none"] = "sigma_gap"
     stagger_phases: bool = False  # aligned: +1.5–2.7 dB PSNR at equal compute on the tuning prompts
     kv_cache_dtype: str | None = None
+    kv_cache_location: Literal["device", "host"] = "device"
     score_eps: float = 1e-6
     kv_sync: bool = True
     skipped_update: Literal["cached_euler", "frozen"] = "cached_euler"
@@ -131,6 +135,8 @@ class HSAConfig:
             raise ConfigError(f"score_normalization must be 'sigma_gap' or 'none', got {self.score_normalization!r}")
         if self.kv_cache_dtype is not None and self.kv_cache_dtype not in _CACHE_DTYPES:
             raise ConfigError(f"kv_cache_dtype must be one of {sorted(_CACHE_DTYPES)} or None")
+        if self.kv_cache_location not in ("device", "host"):
+            raise ConfigError(f"kv_cache_location must be 'device' or 'host', got {self.kv_cache_location!r}")
         if self.skipped_update not in ("cached_euler", "frozen"):
             raise ConfigError(f"skipped_update must be 'cached_euler' or 'frozen', got {self.skipped_update!r}")
         if self.score not in ("velocity", "random"):
@@ -227,7 +233,7 @@ class HSASampler:
             planned[warmup : steps - final] = [window_budget / window_steps] * window_steps
 
         denoiser = GuidedDenoiser(adapter, grid, conditioning, with_kv_cache=sparse and config.kv_sync,
-                                  cache_dtype=config.cache_dtype)
+                                  cache_dtype=config.cache_dtype, cache_location=config.kv_cache_location)
         random_scores = torch.Generator().manual_seed(0) if config.score == "random" else None
         clock = Stopwatch(device)
         sigmas = schedule.sigmas.tolist()
@@ -259,14 +265,14 @@ class HSASampler:
                             replans.append((i, float(new_budget)))
                 remaining = steps - final - i
                 rate = (window_budget - window_used - remaining * every_step) / (remaining * num_scheduled)
-                scores = score[scheduled].cpu()
+                scores = score[scheduled]
                 if random_scores is not None:
-                    scores = torch.rand(scores.shape, generator=random_scores)
+                    scores = torch.rand(scores.shape, generator=random_scores).to(device)
                 divisors = solve_divisors(scores, rate, config.divisors, config.rate_exponent)
-                most_stale_first = torch.argsort(last_step[scheduled].cpu(), stable=True)
+                most_stale_first = torch.argsort(last_step[scheduled], stable=True)
                 # aligned phases share one grid anchored at the last warm-up step, where every token was fresh
                 phases = assign_phases(divisors, most_stale_first, config.stagger_phases, i - (warmup - 1))
-                plan = AllocationPlan(i, divisors.to(device), phases.to(device))
+                plan = AllocationPlan(i, divisors, phases)
 
             if in_window:
                 active = scheduled[plan.active_mask(i)]

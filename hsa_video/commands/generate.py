@@ -144,28 +144,21 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     def on_fallback(how: str) -> None:
         print(f"VAE decode ran out of memory; retrying {how}", file=sys.stderr)
 
-    if spec.family == "ltx2":  # video and soundtrack
-        latents = dict(zip(("video", "audio"), (t.cpu() for t in model.latents(job, result.tokens))))
-    else:
-        latents = job.grid.unpatchify(result.tokens).cpu()
     try:
-        if spec.family == "ltx2":
-            frames, audio, decoded_with = model.decode(latents["video"], latents["audio"], on_fallback)
-        else:
-            (frames, decoded_with), audio = model.decode(latents, on_fallback), None
+        clip = model.decode_tokens(job, result.tokens, on_fallback)
     except Exception:
         saved = args.out.with_suffix(".latents.pt")
-        torch.save(latents, saved)
+        saved.write_bytes(model.latents_bytes(job, result.tokens))
         print(f"decoding failed; the sampled latents are in {saved} (torch.load)", file=sys.stderr)
         raise
     seconds = time.perf_counter() - start
-    fps = job.settings.get("frame_rate") or args.fps or model.spec.fps
-    write_mp4(upscale(frames, args.upscale or 1), args.out, fps=fps, audio=audio,
-              sample_rate=model.sample_rate if audio is not None else None)
+    fps = args.fps or clip.fps
+    write_mp4(upscale(clip.frames, args.upscale or 1), args.out, fps=fps, audio=clip.audio,
+              sample_rate=clip.sample_rate)
     settings = job.settings
     print(
         f"{args.model} {settings['width']}×{settings['height']}×{settings['num_frames']}  budget {args.budget:g}  "
         f"achieved compute fraction {result.achieved_compute_fraction:.3f}  token fraction "
-        f"{result.token_fraction:.3f}  wall time {seconds:.2f} s  decoded on {decoded_with}  → {args.out}"
+        f"{result.token_fraction:.3f}  wall time {seconds:.2f} s  decoded on {clip.decoded_with}  → {args.out}"
     )
     return 0

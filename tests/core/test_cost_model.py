@@ -96,3 +96,15 @@ def test_calibration_falls_back_to_proportional_cost_when_noise_hides_the_slope(
                      active_fractions=(1.0, 0.5, 0.125), repeats=1)
     assert cost.overhead == 0 and cost.per_pair == 0
     assert cost.token_cost(n) * n == pytest.approx(0.01, rel=0.5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_calibration_times_a_tiny_wan_on_its_own_device(tiny_wan, job, device):
+    from hsa_core.adapters.wan import WanAdapter
+
+    adapter = WanAdapter(tiny_wan.to(device))
+    grid = adapter.token_grid(job["latents"].shape)
+    branch = adapter.prepare_branch(grid, job["prompt"].to(device))
+    cost = calibrate(adapter, grid, branch, active_fractions=(1.0, 0.5, 0.25), repeats=2)
+    assert isinstance(cost, CostModel) and cost.token_cost(grid.num_tokens) > 0
+    assert adapter.self_attention_calls == adapter.num_layers * (1 + 3 * 2)  # fill + every timed forward

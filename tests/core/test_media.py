@@ -49,3 +49,11 @@ def test_a_malformed_soundtrack_is_refused(tmp_path):
         write_mp4(np.zeros((2, 32, 32, 3)), tmp_path / "x.mp4", audio=np.zeros((3, 100)), sample_rate=16000)
     with pytest.raises(ValueError, match="audio must be"):
         write_mp4(np.zeros((2, 32, 32, 3)), tmp_path / "x.mp4", audio=np.zeros((2, 100)))
+
+
+def test_a_lossless_mp4_decodes_to_the_clip_exactly(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)  # H.264's worst case
+    lossless = write_mp4(noise, tmp_path / "master.mp4", fps=16, lossless=True)
+    assert np.array_equal(read_mp4(lossless), noise)
+    standard = read_mp4(write_mp4(noise, tmp_path / "standard.mp4", fps=16))
+    assert np.abs(standard.astype(int) - noise).max() > 10  # yuv420p's chroma subsampling alone loses that much

@@ -45,8 +45,26 @@ def test_image_to_video_takes_the_first_frame_from_a_file(checkpoint, tmp_path, 
     assert read_mp4(out).shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
 
 
+def test_ti2v_image_to_video_at_half_budget_holds_the_first_frame_and_writes_the_clip(checkpoint, tmp_path, capsys):
+    import numpy as np
+
+    frame = write_image(np.full((HEIGHT, WIDTH, 3), 0.5, dtype=np.float32), tmp_path / "frame.png")
+    out = tmp_path / "ti2v.mp4"
+    # 20 steps: the image's latent frame (a third of the tiny grid's tokens) is refreshed at every step,
+    # which puts the minimum budget of 12 steps above 0.5
+    code = main(["generate", "--model", "wan2.2-ti2v-5b", "--model-path", str(checkpoint("wan2.2-ti2v-5b")),
+                 "--prompt", "a dog runs", "--image", str(frame), "--budget", "0.5", "--steps", "20",
+                 "--out", str(out), *SMALL])
+    captured = capsys.readouterr()
+    assert code == 0
+    # 48-channel latents of 3 × 4 × 4 from the 16× VAE → 3 × 2 × 2 tokens
+    assert "K/V cache: 2 layers × 12 tokens × 24 × 2 (K, V)" in captured.err
+    assert "wan2.2-ti2v-5b 64×64×9  budget 0.5" in captured.out and "decoded on device" in captured.out
+    assert read_mp4(out).shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--model", "sora"], "error [invalid_config]: unknown model 'sora'; known models: tiny, ltx-2, wan2.1-i2v-14b-480p"),
+    (["--model", "sora"], "error [invalid_config]: unknown model 'sora'; known models: tiny, ltx-2, wan2.1-flf2v"),
     (["--model", "wan2.1-t2v-1.3b"], "error [invalid_config]: --model-path is required for wan2.1-t2v-1.3b"),
     (["--model", "wan2.1-t2v-1.3b", "--model-path", "/nonexistent/wan"],
      "error [model_not_found]: no model directory at /nonexistent/wan: put the diffusers-format weights of "

@@ -32,8 +32,8 @@ def saved(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, with_image", [
-    ("wan2.1-t2v-1.3b", False), ("wan2.1-i2v-14b-480p", True), ("wan2.2-ti2v-5b", True), ("wan2.2-t2v-a14b", False),
-    ("wan2.2-i2v-a14b", True),
+    ("wan2.1-t2v-1.3b", False), ("wan2.1-i2v-14b-480p", True), ("wan2.2-ti2v-5b", True), ("wan2.2-ti2v-5b", False),
+    ("wan2.2-t2v-a14b", False), ("wan2.2-i2v-a14b", True),
 ])
 def test_a_saved_checkpoint_loads_by_name_and_generates_what_the_original_does(saved, name, with_image):
     request = dict(image=tiny_image() if with_image else None, seed=3, **SMALL)
@@ -49,14 +49,14 @@ def test_a_saved_checkpoint_loads_by_name_and_generates_what_the_original_does(s
 
 
 def test_the_registry_lists_every_family_with_40_step_presets():
-    assert available_models() == ["ltx-2", "wan2.1-i2v-14b-480p", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b",
-                                  "wan2.2-i2v-a14b", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b"]
+    assert available_models() == ["ltx-2", "wan2.1-flf2v-14b-720p", "wan2.1-i2v-14b-480p", "wan2.1-t2v-1.3b",
+                                  "wan2.1-t2v-14b", "wan2.2-i2v-a14b", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b"]
     assert {get_model_spec(name).steps for name in available_models()} == {40}
     assert get_model_spec("wan2.2-t2v-a14b").guidance_scale_2 == 3.0
 
 
 def test_an_unknown_model_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown model 'sora'; known models: ltx-2, wan2.1-i2v-14b-480p, wan2.1-t2v"):
+    with pytest.raises(ConfigError, match="unknown model 'sora'; known models: ltx-2, wan2.1-flf2v-14b-720p, wan2"):
         load_model("sora", "/nowhere")
 
 
@@ -104,6 +104,8 @@ def test_a_missing_optional_package_names_what_to_install(monkeypatch, tmp_path)
     ("wan2.1-i2v-14b-480p", {}, "wan2.1-i2v-14b-480p is image-to-video: it needs an image"),
     ("wan2.1-t2v-1.3b", {"image": "frame"}, "wan2.1-t2v-1.3b is text-to-video: it takes no image"),
     ("wan2.1-t2v-1.3b", {"height": 72}, "height and width must be positive multiples of 16, got 72×64"),
+    # the Wan 2.2 VAE is 16× spatial: one 1×2×2 transformer patch spans 32 pixels
+    ("wan2.2-ti2v-5b", {"height": 48}, "height and width must be positive multiples of 32, got 48×64"),
     ("wan2.1-t2v-1.3b", {"num_frames": 8}, r"num_frames must be 4·k \+ 1 \(e.g. 81\), got 8"),
 ])
 def test_requests_the_model_cannot_serve_are_refused_before_any_work(name, request_change, message):

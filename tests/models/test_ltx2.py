@@ -317,3 +317,12 @@ def test_guidance_settings_the_model_cannot_serve_are_refused(pipeline):
     with pytest.raises(ConfigError, match="cannot perturb the self-attention of blocks \\[1\\]: it has 2 blocks and "
                                           "perturbed_attn=False"):
         model.adapter.prepare_branch(job.layout, job.conditioning.prompt_embeds, perturbed_blocks=[1])
+
+
+def test_a_step_that_computes_only_the_audio_tokens_runs(pipeline):
+    """Aligned phases leave window steps where no video token is due; the audio tokens are computed anyway,
+    with the video stream over zero rows and the video context from the cache."""
+    model = LTX2VideoModel(pipeline, SPEC)
+    result = model.denoise(prepare(model, False, steps=20), HSASampler(0.5))
+    assert AUDIO_TOKENS in [stats.active_tokens for stats in result.steps]
+    assert torch.isfinite(result.tokens).all() and abs(result.token_fraction - 0.5) < 0.05

@@ -5,7 +5,7 @@ import torch
 
 from hsa_core import HSAConfig, HSASampler
 from hsa_core.errors import InsufficientMemoryError
-from hsa_core.memory import KVCacheEstimate, check_kv_cache_fits, decode_without_losing_latents
+from hsa_core.memory import GIB, KVCacheEstimate, KVCacheFit, check_kv_cache_fits, decode_without_losing_latents
 from hsa_core.models import get_model_spec
 from hsa_core.models.wan import WanVideoModel
 
@@ -61,11 +61,47 @@ def test_float8_cache_saturates_instead_of_overflowing():
 def test_a_cache_that_cannot_fit_is_refused_with_the_numbers_and_the_ways_out():
     model, job = prepared()
     sampler = HSASampler(0.5)
-    with pytest.raises(InsufficientMemoryError, match=r"K/V cache needs 2 layers × 48 tokens × 24 .* but only "
-                                                      r"0.00 GiB are free on cpu .*try a bfloat16 K/V cache") as error:
-        model.denoise(job, sampler, free_bytes=1000)
+    # the fp32 cache is 36 864 B and a forward's working memory 12 288 B: with 25 000 B free only a float8
+    # cache (9 216 B) fits, so it is the only cache dtype offered (bf16 would need 18 432 + 12 288 B)
+    with pytest.raises(InsufficientMemoryError) as error:
+        model.denoise(job, sampler, free_bytes=25_000)
+    message = str(error.value)
+    assert "K/V cache needs 2 layers × 48 tokens × 24 × 2 (K, V) × 4 B (float32) × 2 guidance branches" in message
+    assert "options that fit: a float8_e4m3fn K/V cache" in message and "bfloat16" not in message
+    assert "host memory" not in message  # a layer's rows on the device plus the forward: 30 720 B
+    assert "at most 24 tokens; this request has 48" in message and "budget 1.0 (no K/V cache)" in message
     assert error.value.code == "insufficient_memory"
+    with pytest.raises(InsufficientMemoryError, match="nothing smaller fits either"):
+        model.denoise(job, sampler, free_bytes=1000)  # not even budget 1.0's forward
     check_kv_cache_fits(model.kv_cache_estimate(job, sampler), 0, torch.device("cpu"), free_bytes=10**6)
+
+
+def test_the_14b_cache_at_720p_suggests_only_what_fits():
+    """Wan 14B at 1280×720×81 with CFG: 115.4 GiB in bf16, 57.7 GiB in float8 — on a GPU with 60 GiB free
+    after loading, float8 does not fit either and must not be suggested."""
+    estimate = KVCacheEstimate(layers=40, tokens=75600, width=5120, dtype=torch.bfloat16, branches=2)
+    assert round(estimate.total_bytes / GIB, 1) == 115.4
+    working = 4 * GIB
+    tight = KVCacheFit(estimate, working, free_bytes=60 * GIB, host_free_bytes=200 * GIB)
+    assert not tight.fits
+    options = tight.alternatives()
+    assert not any("float8" in option for option in options)
+    assert any("host memory" in option for option in options)
+    assert any("at most 38003 tokens" in option for option in options)
+    assert options[-1] == "budget 1.0 (no K/V cache)"
+    roomy = KVCacheFit(estimate, working, free_bytes=62 * GIB, host_free_bytes=64 * GIB)
+    assert any(option.startswith("a float8_e4m3fn K/V cache (57.68 GiB)") for option in roomy.alternatives())
+    assert not any("host memory" in option for option in roomy.alternatives())  # 115 GiB > 64 GiB of host
+    on_host = KVCacheFit(estimate, working, free_bytes=60 * GIB, location="host", host_free_bytes=200 * GIB)
+    assert on_host.fits  # one layer's rows (2.9 GiB) and the forward on the device, the rest on the host
+
+
+def test_a_host_cache_computes_what_a_device_cache_does():
+    model, job = prepared()
+    on_device = model.denoise(job, HSASampler(0.5))
+    on_host = model.denoise(job, HSASampler(0.5, HSAConfig(kv_cache_location="host")))
+    assert on_host.kv_cache_bytes == on_device.kv_cache_bytes
+    assert torch.equal(on_host.tokens, on_device.tokens)
 
 
 class FlakyVAE(torch.nn.Module):

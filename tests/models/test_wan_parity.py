@@ -29,7 +29,8 @@ CASES = [
 ]
 
 
-def reference_latents(name, with_image, steps, shift, seed):
+def reference_latents(name, with_image, steps, shift, seed, output_type="latent"):
+    """diffusers' latents, or with another ``output_type`` its decoded video."""
     pipeline = build_pipeline(name, shift)
     if with_image and not isinstance(pipeline, diffusers.WanImageToVideoPipeline):
         # TI2V checkpoints ship as a WanPipeline; diffusers runs their image-to-video with this one
@@ -38,7 +39,7 @@ def reference_latents(name, with_image, steps, shift, seed):
     prompt, negative = text_embeddings()
     request = dict(prompt_embeds=prompt, negative_prompt_embeds=negative, height=HEIGHT, width=WIDTH,
                    num_frames=NUM_FRAMES, num_inference_steps=steps, guidance_scale=GUIDANCE,
-                   generator=torch.Generator().manual_seed(seed), output_type="latent", return_dict=False)
+                   generator=torch.Generator().manual_seed(seed), output_type=output_type, return_dict=False)
     if FAMILIES[name][2] == 2:
         request["guidance_scale_2"] = GUIDANCE_2
     if with_image:
@@ -62,6 +63,7 @@ def test_full_budget_reproduces_the_diffusers_pipeline(name, with_image):
     steps, shift, seed = 8, 3.0, 7
     reference = reference_latents(name, with_image, steps, shift, seed)
     job, result, latents = run_ours(name, with_image, HSASampler(1.0), steps, shift, seed)
+    assert latents.shape == reference.shape
     error = float((latents - reference).abs().max())
     print(f"{name} image={with_image}: max |ours − diffusers| = {error:.2e}")
     assert error <= TOLERANCE
@@ -69,6 +71,21 @@ def test_full_budget_reproduces_the_diffusers_pipeline(name, with_image):
     if FAMILIES[name][2] == 2:  # the boundary splits the 8 steps 4 + 4, as diffusers' t ≥ 750 rule does
         assert job.switch_steps == [4]
         assert [(e["first_step"], e["steps"]) for e in result.extra["experts"]] == [(0, 4), (4, 4)]
+
+
+@pytest.mark.parametrize("with_image", [True, False])
+def test_ti2v_runs_on_the_48_channel_vae_and_decodes_as_diffusers_does(with_image):
+    """Wan 2.2 TI2V's own VAE: 48 latent channels, 16× spatial (2×2 pixel patches, then 8×), 4× temporal."""
+    steps, shift, seed = 4, 3.0, 7
+    reference = reference_latents("wan2.2-ti2v-5b", with_image, steps, shift, seed, output_type="np")[0]
+    job, _, latents = run_ours("wan2.2-ti2v-5b", with_image, HSASampler(1.0), steps, shift, seed)
+    latent_frames = (NUM_FRAMES - 1) // 4 + 1
+    assert latents.shape == (1, 48, latent_frames, HEIGHT // 16, WIDTH // 16)
+    assert job.grid.num_tokens == latent_frames * (HEIGHT // 32) * (WIDTH // 32)
+    model = WanVideoModel(build_pipeline("wan2.2-ti2v-5b", shift), get_model_spec("wan2.2-ti2v-5b"))
+    frames, decoded_with = model.decode(latents)
+    assert frames.shape == reference.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3) and decoded_with == "device"
+    assert abs(frames - reference).max() <= TOLERANCE
 
 
 def test_the_parity_check_can_fail():
