@@ -31,17 +31,20 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 WORKDIR /app
 COPY --from=base /app /app
 # CUDA torch first (the default index serves CUDA wheels), then the project
-RUN python -m pip install torch && python -m pip install ".[worker]"
+RUN python -m pip install torch && python -m pip install ".[worker]" \
+    && mkdir -p /data && chown hsa /data
 USER hsa
-ENV HSA_DATA_DIR=/tmp/hsa-data
+# /data: the timing cache (mount a volume there); the model's weights are mounted, never baked in
+ENV HSA_DATA_DIR=/data
 EXPOSE 9101
 CMD ["hsa-video", "worker"]
 
 FROM base AS worker-cpu
 COPY constraints ./constraints
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
-    && pip install -c constraints/cpu.txt ".[worker]"
+    && pip install -c constraints/cpu.txt ".[worker]" \
+    && mkdir -p /data && chown hsa /data
 USER hsa
-ENV HSA_DATA_DIR=/tmp/hsa-data
+ENV HSA_DATA_DIR=/data
 EXPOSE 9101
 CMD ["hsa-video", "worker"]

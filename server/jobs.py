@@ -57,6 +57,20 @@ def input_key(job_id: str) -> str:
     return f"videos/{job_id}/input.png"
 
 
+def latents_key(job_id: str) -> str:
+    """Where a job whose decoding failed keeps its sampled latents (``torch.save``)."""
+    return f"videos/{job_id}/latents.pt"
+
+
+def last_frame_key(job_id: str) -> str:
+    return f"videos/{job_id}/last_frame.png"
+
+
+def shape_key(width: int, height: int, num_frames: int) -> str:
+    """How a served clip shape is named in a model card: ``WIDTHxHEIGHTxFRAMES``."""
+    return f"{width}x{height}x{num_frames}"
+
+
 class JobSpec(BaseModel):
     """The queue message: everything a worker needs, resolved and validated by the gateway."""
 
@@ -66,6 +80,7 @@ class JobSpec(BaseModel):
     prompt: str
     negative_prompt: str = ""
     input_key: str | None = None  # object key of the first frame (I2V)
+    last_frame_key: str | None = None  # object key of the last frame (first-last-frame models)
     width: int
     height: int
     num_frames: int
@@ -74,6 +89,7 @@ class JobSpec(BaseModel):
     budget: float
     seed: int
     guidance_scale: float | None = None  # None: the model's default
+    guidance_scale_2: float | None = None  # two-expert models: the low-noise expert's; None: the model's default
     webhook_url: str | None = None
     soft_time_limit: float | None = None  # seconds; the worker stops the job past it
     # latency SLA (server/sla.py)
@@ -127,31 +143,54 @@ class ModelLimits(BaseModel):
     default_steps: int
     default_size: str
     guidance_scale: float
+    guidance_scale_2: float | None = None  # two-expert models: the low-noise expert's default
     max_prompt_chars: int = 2000
-    # smallest feasible budget per step count (index = steps), for T2V and I2V; the gateway rejects
-    # budgets below it with a 422 instead of queueing a job that must fail (not shown by /v1/models)
-    min_budget_t2v: list[float] = Field(default_factory=list)
-    min_budget_i2v: list[float] = Field(default_factory=list)
+    max_prompt_tokens: int | None = None  # the text encoder's window: longer prompts are cut there
 
     @property
     def seconds(self) -> list[str]:
         return [_seconds_label(frames, self.fps) for frames in self.num_frames]
 
 
+class ShapeInfo(BaseModel):
+    """What a worker knows of one clip shape it serves (``shape_key``): its cost and its memory."""
+
+    tokens: int  # latent tokens the transformer denoises
+    timing: TimingModel | None = None  # service-time model for SLA budgets (server/sla.py)
+    # smallest feasible budget per step count (index = steps), for T2V and I2V; the gateway rejects
+    # budgets below it with a 422 instead of queueing a job that must fail (not shown by /v1/models)
+    min_budget_t2v: list[float] = Field(default_factory=list)
+    min_budget_i2v: list[float] = Field(default_factory=list)
+    # why a budget below 1 cannot run at this shape (HSA's K/V cache does not fit the worker's free
+    # memory), with the options that would fit; None: it can. Such a shape's minimum budget is 1.
+    kv_cache_refusal: str | None = None
+
+
 class ModelCard(BaseModel):
     """What one live worker pool serves; registered with a heartbeat, listed by ``GET /v1/models``."""
 
     id: str
-    family: str  # adapter family: "wan", …
+    family: str  # adapter family: "wan", "ltx2"
     description: str = ""
     image_input: str  # "optional" (T2V + I2V), "required" (I2V only) or "unsupported" (T2V only)
+    last_frame_input: str = "unsupported"  # "required" (first-last-frame models) or "unsupported"
+    audio: bool = False  # the clip carries a generated soundtrack
     limits: ModelLimits
-    seconds_per_step: float | None = None  # measured at worker start-up, full budget, one clip
-    timing: TimingModel | None = None  # service-time model for SLA budgets (server/sla.py)
+    shapes: dict[str, ShapeInfo] = Field(default_factory=dict)  # by shape_key: every size × frame count served
+    runtime: dict[str, str] = Field(default_factory=dict)  # device, dtypes, placements: what the operator chose
+    seconds_per_step: float | None = None  # full budget, at the default size and frame count
     # jobs/s recently submitted for this model (the last minute's, at the worker's last heartbeat):
     # the gateway caps SLA budgets with it as the workers do at job start, so its predictions match
     arrival_rate: float | None = None
     workers: int = 1
+
+    def shape(self, width: int, height: int, num_frames: int) -> ShapeInfo | None:
+        return self.shapes.get(shape_key(width, height, num_frames))
+
+    @property
+    def timed(self) -> bool:
+        """Whether the SLA planner can plan this model's jobs (its shapes carry timing models)."""
+        return any(shape.timing is not None for shape in self.shapes.values())
 
 
 def _seconds_label(frames: int, fps: int) -> str:

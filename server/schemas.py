@@ -41,6 +41,7 @@ class VideoCreate(BaseModel):
     steps: int | None = Field(None, ge=1)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(None, ge=0, le=30)
+    guidance_scale_2: float | None = Field(None, ge=0, le=30, description="two-expert models: the low-noise expert's")
     negative_prompt: str = ""
     num_frames: int | None = Field(None, ge=1)
     webhook_url: str | None = None
@@ -91,16 +92,28 @@ def _parse_size(size: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def resolve_request(request: VideoCreate, card: ModelCard, has_image: bool, job_id: str,
-                    input_key: str | None) -> JobSpec:
-    """Fill defaults from the model card and check every value against its limits (422 naming the field)."""
+def resolve_request(request: VideoCreate, card: ModelCard, job_id: str, input_key: str | None = None,
+                    last_frame_key: str | None = None) -> JobSpec:
+    """Fill defaults from the model card and check every value against its limits (422 naming the field).
+
+    ``input_key`` / ``last_frame_key``: where the request's first / last frame is stored, if it sent one."""
     limits = card.limits
+    has_image = input_key is not None
     if card.image_input == "required" and not has_image:
         raise APIError(422, "input_reference_required",
                        f"model {card.id!r} is image-to-video only: send an input_reference image", "input_reference")
     if card.image_input == "unsupported" and has_image:
         raise APIError(422, "input_reference_unsupported",
                        f"model {card.id!r} is text-to-video only: it cannot use an input_reference", "input_reference")
+    if last_frame_key is not None and card.last_frame_input == "unsupported":
+        raise APIError(422, "last_frame_unsupported",
+                       f"model {card.id!r} takes no last frame (first-last-frame models do)", "last_frame")
+    if last_frame_key is None and card.last_frame_input == "required":
+        raise APIError(422, "last_frame_required", f"model {card.id!r} is first-last-frame: send a last_frame "
+                       "image besides the input_reference", "last_frame")
+    if request.guidance_scale_2 is not None and limits.guidance_scale_2 is None:
+        raise APIError(422, "invalid_value", f"guidance_scale_2: model {card.id!r} has one expert; "
+                       "guidance_scale_2 is for two-expert models", "guidance_scale_2")
     if len(request.prompt) > limits.max_prompt_chars:
         raise APIError(422, "prompt_too_long", f"prompt: at most {limits.max_prompt_chars} characters", "prompt")
     if len(request.negative_prompt) > limits.max_prompt_chars:
@@ -132,8 +145,13 @@ def resolve_request(request: VideoCreate, card: ModelCard, has_image: bool, job_
     if steps > limits.max_steps:
         raise APIError(422, "invalid_steps", f"steps: at most {limits.max_steps} for {card.id!r}", "steps")
 
-    table = limits.min_budget_i2v if has_image else limits.min_budget_t2v
+    shape = card.shape(width, height, num_frames)
+    if shape is None:  # every size × frame count on the card has its shape; a card without is malformed
+        raise APIError(422, "invalid_size", f"size: {card.id!r} does not serve {num_frames} frames of {size}", "size")
+    table = shape.min_budget_i2v if has_image else shape.min_budget_t2v
     min_budget = table[steps] if steps < len(table) else 1.0
+    if request.budget is not None and request.budget < 1 and shape.kv_cache_refusal:
+        raise APIError(422, "insufficient_memory", f"budget: {shape.kv_cache_refusal}", "budget")
     if request.budget is not None and request.budget < 1 and request.budget < min_budget - 1e-9:
         raise APIError(422, "budget_infeasible", f"budget: {request.budget:g} is below the smallest budget "
                        f"{min_budget:.3f} that {steps} steps allow; raise budget or steps", "budget",
@@ -147,11 +165,13 @@ def resolve_request(request: VideoCreate, card: ModelCard, has_image: bool, job_
     best_effort = (not strict) if request.best_effort is None else request.best_effort
     return JobSpec(
         job_id=job_id, model=card.id, prompt=request.prompt, negative_prompt=request.negative_prompt,
-        input_key=input_key, width=width, height=height, num_frames=num_frames, fps=limits.fps, steps=steps,
+        input_key=input_key, last_frame_key=last_frame_key, width=width, height=height, num_frames=num_frames,
+        fps=limits.fps, steps=steps,
         budget=1.0 if request.budget is None else request.budget,
         budget_source="explicit" if request.budget is not None else "sla",
         seed=secrets.randbelow(MAX_SEED) if request.seed is None else request.seed,
         guidance_scale=limits.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+        guidance_scale_2=limits.guidance_scale_2 if request.guidance_scale_2 is None else request.guidance_scale_2,
         webhook_url=request.webhook_url, tier=tier.name, priority=tier.priority,
         deadline_at=time.time() + deadline_s, best_effort=best_effort,
         # rounded up: a floor a hair below the sampler's own minimum would be refused as infeasible
@@ -187,7 +207,9 @@ def video_object(record: JobRecord) -> dict[str, Any]:
         "steps": spec.steps,
         "seed": spec.seed,
         "guidance_scale": spec.guidance_scale,
+        "guidance_scale_2": spec.guidance_scale_2,
         "image_to_video": spec.input_key is not None,
+        "last_frame": spec.last_frame_key is not None,
         "budget": record.stats.get("budget", spec.budget),
         "budget_source": spec.budget_source,
         "achieved_compute_fraction": record.stats.get("achieved_compute_fraction"),
@@ -216,8 +238,11 @@ def model_object(card: ModelCard) -> dict[str, Any]:
         "family": card.family,
         "description": card.description,
         "image_input": card.image_input,
+        "last_frame_input": card.last_frame_input,
+        "audio": card.audio,
         "workers": card.workers,
         "seconds_per_step": card.seconds_per_step,
+        "runtime": card.runtime,
         "limits": {
             "sizes": limits.sizes,
             "default_size": limits.default_size,
@@ -227,6 +252,11 @@ def model_object(card: ModelCard) -> dict[str, Any]:
             "max_steps": limits.max_steps,
             "default_steps": limits.default_steps,
             "guidance_scale": limits.guidance_scale,
+            "guidance_scale_2": limits.guidance_scale_2,
             "max_prompt_chars": limits.max_prompt_chars,
+            "max_prompt_tokens": limits.max_prompt_tokens,
+            # sizes × frame counts where a budget below 1 cannot run (HSA's K/V cache does not fit), and why
+            "full_budget_only": {key: shape.kv_cache_refusal for key, shape in card.shapes.items()
+                                 if shape.kv_cache_refusal},
         },
     }

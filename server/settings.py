@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def hash_api_key(key: str) -> str:
@@ -21,7 +21,10 @@ def hash_api_key(key: str) -> str:
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HSA_", env_file=".env", extra="ignore")
+    # protected_namespaces: ``model`` and ``model_path`` are the served model's, not pydantic's
+    # env_ignore_empty: an empty variable (compose's ${VAR:-}) means "the default", not an empty value
+    model_config = SettingsConfigDict(env_prefix="HSA_", env_file=".env", extra="ignore", protected_namespaces=(),
+                                      env_ignore_empty=True)
 
     environment: Literal["development", "production"] = "development"
 
@@ -46,7 +49,8 @@ class ServiceSettings(BaseSettings):
 
     # API
     api_key_sha256: str = ""  # comma-separated SHA-256 hex digests of the accepted bearer keys
-    default_model: str = "tiny"
+    # requests without a model get this one; unset, the only model served (a 404 lists them when several are)
+    default_model: str | None = None
     poll_after_ms: int = Field(500, ge=50)  # hint for the openai SDK's poll helper
     output_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)  # reported as expires_at
     idempotency_ttl_seconds: int = Field(24 * 3600, gt=0)
@@ -70,9 +74,57 @@ class ServiceSettings(BaseSettings):
     # priority and scored against the served video (worker/shadow.py); 0 turns it off
     shadow_sample_rate: float = Field(0.0, ge=0, le=1)
     time_limit_factor: float = Field(10.0, ge=1)  # soft limit = factor × expected seconds + 60 s
+    # lossless RGB H.264 (exact frames, several times larger, not played by browsers) instead of yuv420p
+    video_lossless: bool = False
     worker_metrics_port: int = Field(9101, ge=0, le=65535)  # a Celery worker's /metrics; 0 turns it off
     tiny_weights: Path | None = None  # built-in tiny model weights (default: the packaged ones)
     torch_threads: int | None = None
+
+    # the model a worker serves (``hsa-video worker`` and the embedded worker of ``hsa-video serve``;
+    # each has a command-line flag of the same name): the built-in tiny model or a registered checkpoint
+    model: str = "tiny"
+    model_path: Path | None = None  # the model's diffusers-format directory (for tiny: a weights directory)
+    # what the worker accepts, as "WIDTHxHEIGHT" and frame counts, comma-separated in the environment
+    # (HSA_SIZES=832x480,480x832); empty: the model's preset
+    sizes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    num_frames: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    device: str | None = None  # torch device; default cuda when there is one, else cpu
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None  # default bf16 on GPUs, fp32 on CPU
+    # where the text encoder (UMT5, Gemma 3) lives: on the device, on the CPU (encodes there), or on
+    # the CPU between encodes (moved to the device for each)
+    text_encoder: Literal["device", "cpu", "offload"] = "device"
+    # the idle expert of a two-expert model (Wan 2.2 A14B) waits on the CPU while the other runs
+    expert_offload: bool = True
+    kv_cache_dtype: Literal["bfloat16", "float16", "float32", "float8_e4m3fn"] | None = None  # default: the model's
+    kv_cache_location: Literal["device", "host"] = "device"  # host: HSA's K/V cache in CPU memory
+    # device memory the worker may use, its model included (e.g. two workers sharing a GPU); HSA's K/V
+    # cache is planned within it. Default: whatever the device has free.
+    memory_limit_gib: float | None = Field(None, gt=0)
+
+    @field_validator("sizes", "num_frames", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sizes")
+    @classmethod
+    def _size_format(cls, value: list[str]) -> list[str]:
+        sizes = []
+        for size in value:
+            width, _, height = size.lower().partition("x")
+            if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+                raise ValueError(f"sizes: {size!r} is not WIDTHxHEIGHT (e.g. 832x480)")
+            sizes.append(f"{int(width)}x{int(height)}")
+        return sizes
+
+    @field_validator("num_frames")
+    @classmethod
+    def _positive_frames(cls, value: list[int]) -> list[int]:
+        if any(frames < 1 for frames in value):
+            raise ValueError(f"num_frames must be positive, got {value}")
+        return value
 
     @cached_property  # read by every request
     def api_key_hashes(self) -> frozenset[str]:

@@ -34,14 +34,21 @@ class TimingModel(BaseModel):
     def service_seconds(self, steps: int, budget: float) -> float:
         return self.job_seconds_fixed + self.denoise_seconds(steps, budget)
 
-    def observe(self, steps: int, budget: float, actual_denoise_seconds: float, weight: float = 0.2) -> "TimingModel":
-        """A copy refined by one finished job (EWMA of the actual / predicted denoise time)."""
+    def observe(self, steps: int, budget: float, actual_denoise_seconds: float,
+                actual_fixed_seconds: float | None = None, weight: float = 0.2) -> "TimingModel":
+        """A copy refined by one finished job: EWMAs of the actual / predicted denoise time and of the
+        time outside denoising (``actual_fixed_seconds``: input, encoding, decoding, MP4, upload). The
+        first job replaces the start-up probe's figures: it is the first measurement of a whole job."""
         predicted = steps * (self.step_seconds_fixed + self.step_seconds_per_budget * budget)
         if predicted <= 0 or actual_denoise_seconds <= 0:
             return self
         ratio = actual_denoise_seconds / predicted
-        factor = ratio if self.samples == 0 else (1 - weight) * self.factor + weight * ratio
-        return self.model_copy(update={"factor": factor, "samples": self.samples + 1})
+        first = self.samples == 0
+        factor = ratio if first else (1 - weight) * self.factor + weight * ratio
+        fixed = self.job_seconds_fixed
+        if actual_fixed_seconds is not None and actual_fixed_seconds >= 0:
+            fixed = actual_fixed_seconds if first else (1 - weight) * fixed + weight * actual_fixed_seconds
+        return self.model_copy(update={"factor": factor, "job_seconds_fixed": fixed, "samples": self.samples + 1})
 
 
 @dataclass(frozen=True)

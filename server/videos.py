@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from . import metrics
 from .auth import authenticate, enforce_rate_limit, rate_limit_exceeded, require_api_key
 from .errors import APIError
-from .jobs import JobRecord, JobStatus, input_key, is_job_id, new_job_id
+from .jobs import JobRecord, JobStatus, input_key, is_job_id, last_frame_key, new_job_id
 from .limits import RateBucket
 from .schemas import VideoCreate, parse_create, resolve_request, video_object
 from .sla import floor_budget, load_capped_budget, plan_job, retry_after, work_ahead
@@ -40,7 +40,8 @@ CARD_CACHE_SECONDS = 1.0
 # the create body, for the OpenAPI schema: the route reads JSON or multipart itself
 _CREATE_SCHEMA = VideoCreate.model_json_schema()
 _CREATE_MULTIPART_SCHEMA = {**_CREATE_SCHEMA, "properties": {
-    **_CREATE_SCHEMA["properties"], "input_reference": {"type": "string", "format": "binary"}}}
+    **_CREATE_SCHEMA["properties"], "input_reference": {"type": "string", "format": "binary"},
+    "last_frame": {"type": "string", "format": "binary"}}}
 CREATE_OPENAPI = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": _CREATE_SCHEMA},
     "multipart/form-data": {"schema": _CREATE_MULTIPART_SCHEMA},
@@ -52,10 +53,14 @@ def _services(request: Request):
     return state.settings, state.store, state.queue, state.storage
 
 
-async def _read_create_body(request: Request) -> tuple[dict[str, Any], bytes | None]:
-    """Fields and the optional first-frame image, from JSON or multipart (the openai SDK sends multipart)."""
+IMAGE_FIELDS = ("input_reference", "last_frame")  # the first frame (I2V) and the last (first-last-frame models)
+
+
+async def _read_create_body(request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Fields and the images sent (``IMAGE_FIELDS`` → bytes), from JSON or multipart (the openai SDK sends
+    multipart)."""
     content_type = request.headers.get("content-type", "")
-    image: bytes | None = None
+    images: dict[str, bytes] = {}
     if content_type.startswith("multipart/form-data") or content_type.startswith("application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_part_size=MAX_IMAGE_BYTES)
@@ -64,13 +69,13 @@ async def _read_create_body(request: Request) -> tuple[dict[str, Any], bytes | N
         fields: dict[str, Any] = {}
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
-                if name != "input_reference":
+                if name not in IMAGE_FIELDS:
                     raise APIError(422, "invalid_value", f"{name}: unexpected file field", name)
-                image = await value.read()
+                images[name] = await value.read()
             else:
                 fields[name] = value
         _refuse_unencodable(fields)
-        return fields, image
+        return fields, images
     try:
         fields = json.loads(await request.body() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -80,10 +85,11 @@ async def _read_create_body(request: Request) -> tuple[dict[str, Any], bytes | N
     if not isinstance(fields, dict):
         raise APIError(400, "invalid_json", "request body must be a JSON object")
     _refuse_unencodable(fields)
-    reference = fields.pop("input_reference", None)
-    if reference is not None:
-        image = _image_from_reference(reference)
-    return fields, image
+    for name in IMAGE_FIELDS:
+        reference = fields.pop(name, None)
+        if reference is not None:
+            images[name] = _image_from_reference(reference, name)
+    return fields, images
 
 
 def _refuse_unencodable(fields: dict[str, Any]) -> None:
@@ -94,31 +100,30 @@ def _refuse_unencodable(fields: dict[str, Any]) -> None:
         raise APIError(400, "invalid_json", "request body holds unpaired UTF-16 surrogates (not Unicode text)") from None
 
 
-def _image_from_reference(reference: Any) -> bytes:
-    """JSON ``input_reference``: ``{"image_url": "data:image/png;base64,…"}`` (remote URLs are not fetched)."""
+def _image_from_reference(reference: Any, name: str) -> bytes:
+    """A JSON image field: ``{"image_url": "data:image/png;base64,…"}`` (remote URLs are not fetched)."""
     import base64
 
     url = reference.get("image_url") if isinstance(reference, dict) else None
     if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
-        raise APIError(422, "invalid_input_reference", "input_reference: send a file (multipart) or "
-                       '{"image_url": "data:image/...;base64,..."}', "input_reference")
+        raise APIError(422, "invalid_input_reference", f"{name}: send a file (multipart) or "
+                       '{"image_url": "data:image/...;base64,..."}', name)
     try:
         return base64.b64decode(url.split(";base64,", 1)[1], validate=True)
     except ValueError:
-        raise APIError(422, "invalid_input_reference", "input_reference: invalid base64", "input_reference") from None
+        raise APIError(422, "invalid_input_reference", f"{name}: invalid base64", name) from None
 
 
-def _normalise_image(data: bytes) -> bytes:
+def _normalise_image(data: bytes, name: str = "input_reference") -> bytes:
     """A PNG, JPEG, WebP, GIF or BMP image → PNG bytes (its first frame); 413 when too large in bytes,
     422 in pixels or when it is not a complete image of those formats. Worker processes only ever
-    see the PNGs this writes."""
+    see the PNGs this writes. ``name``: the request field, for the error."""
     from PIL import Image, UnidentifiedImageError
 
     if len(data) > MAX_IMAGE_BYTES:
-        raise APIError(413, "input_reference_too_large", f"input_reference: at most {MAX_IMAGE_BYTES} bytes",
-                       "input_reference")
+        raise APIError(413, "input_reference_too_large", f"{name}: at most {MAX_IMAGE_BYTES} bytes", name)
     too_many_pixels = APIError(422, "input_reference_too_many_pixels",
-                               f"input_reference: more than {MAX_IMAGE_PIXELS} pixels", "input_reference")
+                               f"{name}: more than {MAX_IMAGE_PIXELS} pixels", name)
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             width, height = image.size  # from the header: nothing is decoded yet
@@ -132,8 +137,8 @@ def _normalise_image(data: bytes) -> bytes:
         raise too_many_pixels from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         # SyntaxError: some PIL decoders report a malformed header that way
-        raise APIError(422, "invalid_input_reference", f"input_reference: not a complete {', '.join(IMAGE_FORMATS)} "
-                       "image", "input_reference") from None
+        raise APIError(422, "invalid_input_reference", f"{name}: not a complete {', '.join(IMAGE_FORMATS)} "
+                       "image", name) from None
 
 
 async def _live_cards(state) -> list:
@@ -146,28 +151,38 @@ async def _live_cards(state) -> list:
     return cached[1]
 
 
-def _find_card(cards: list, model: str):
+def _find_card(cards: list, model: str | None, default_model: str | None):
+    """The card of ``model``; without one, of the configured default model, else of the only model
+    served (404 naming the served models otherwise)."""
+    served = ", ".join(card.id for card in cards) or "none (no worker is running)"
+    if model is None:
+        if default_model is None and len(cards) == 1:
+            return cards[0]
+        if default_model is None:
+            raise APIError(404, "model_not_found", f"model: name one of the served models: {served}", "model",
+                           extra={"models": [card.id for card in cards]})
+        model = default_model
     for card in cards:
         if card.id == model:
             return card
-    served = ", ".join(card.id for card in cards) or "none (no worker is running)"
     raise APIError(404, "model_not_found", f"model {model!r} is not served here; models: {served}", "model",
                    extra={"models": [card.id for card in cards]})
 
 
-def _plan_deadline(record: JobRecord, card, queue: PlannerView, settings) -> None:
-    """Pick the budget for the deadline from the worker's timing model and the live queue (or 429)."""
+def _plan_deadline(record: JobRecord, card, timing, queue: PlannerView, settings) -> None:
+    """Pick the budget for the deadline from the worker's timing model of the job's shape and the live
+    queue (or 429)."""
     spec, now = record.spec, time.time()
-    ahead = work_ahead(queue.queued_work, queue.running, spec.priority, card.timing, now)
+    ahead = work_ahead(queue.queued_work, queue.running, spec.priority, timing, now)
     # the cap the worker applies at start (the load its heartbeat saw): predict the budget it will run
-    cap = load_capped_budget(card.arrival_rate, card.workers, card.timing, spec.steps, spec.min_budget or 1.0)
-    plan = plan_job(spec, card.timing, ahead, card.workers, now, budget_cap=cap)
+    cap = load_capped_budget(card.arrival_rate, card.workers, timing, spec.steps, spec.min_budget or 1.0)
+    plan = plan_job(spec, timing, ahead, card.workers, now, budget_cap=cap)
     if plan.budget is None:
         # the queued SLA jobs shrink when they start if jobs behind them need the time: admit this one
         # if the queue at its smallest budgets leaves room, at its own smallest budget (re-planned at start)
-        floor_ahead = work_ahead(queue.queued_floor_work, queue.running, spec.priority, card.timing, now)
+        floor_ahead = work_ahead(queue.queued_floor_work, queue.running, spec.priority, timing, now)
         floor_spec = spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"})
-        floor_plan = plan_job(floor_spec, card.timing, floor_ahead, card.workers, now)
+        floor_plan = plan_job(floor_spec, timing, floor_ahead, card.workers, now)
         if floor_plan.completion_at <= spec.deadline_at:
             plan = floor_plan
     if plan.budget is None:
@@ -181,10 +196,10 @@ def _plan_deadline(record: JobRecord, card, queue: PlannerView, settings) -> Non
                            headers={"Retry-After": str(wait)},
                            extra={"predicted_seconds": round(plan.fastest_completion_at - now, 2)})
         plan = plan_job(spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"}),
-                        card.timing, ahead, card.workers, now)
+                        timing, ahead, card.workers, now)
     spec.budget = plan.budget
     record.predicted_service_seconds = round(plan.service_seconds, 3)
-    record.predicted_floor_seconds = round(card.timing.service_seconds(spec.steps, floor_budget(spec)), 3)
+    record.predicted_floor_seconds = round(timing.service_seconds(spec.steps, floor_budget(spec)), 3)
     record.predicted_completion_at = plan.completion_at
     spec.soft_time_limit = round(settings.time_limit_factor * plan.service_seconds + 60.0, 1)
 
@@ -286,13 +301,13 @@ async def _create_video(request: Request, api_key: str, token: OwedRateToken | N
 
 
 async def _answer_create(request: Request, api_key: str, token: OwedRateToken | None) -> JSONResponse:
-    fields, image = await _read_create_body(request)
+    fields, images = await _read_create_body(request)
     body = parse_create(fields)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise APIError(400, "invalid_idempotency_key",
                        f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-    record, created = await _accept_job(request.app.state, body, image, api_key, idempotency_key, token)
+    record, created = await _accept_job(request.app.state, body, images, api_key, idempotency_key, token)
     headers = {"openai-poll-after-ms": str(request.app.state.settings.poll_after_ms)}
     if created:
         metrics.SUBMISSIONS.labels(record.spec.model, record.spec.tier or "", record.spec.budget_source).inc()
@@ -301,24 +316,26 @@ async def _answer_create(request: Request, api_key: str, token: OwedRateToken | 
     return JSONResponse(video_object(record), headers=headers)
 
 
-async def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: str,
+async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_key: str,
                       idempotency_key: str | None, token: OwedRateToken | None) -> tuple[JobRecord, bool]:
     """Validate against the model, plan the budget, store and queue the job; the stored job (an
-    earlier one for a replayed idempotency key) and whether it is new. ``token``: the caller's
-    rate-limit token, when it is still owed.
+    earlier one for a replayed idempotency key) and whether it is new. ``images``: the request's
+    first and last frames by field name; ``token``: the caller's rate-limit token, when it is still owed.
 
     On the event loop, like a status poll: the store's reads and its one-trip create are awaited;
-    only an image (decoding, its upload) and the once-a-second card refresh go to the thread pool."""
+    only images (decoding, their upload) and the once-a-second card refresh go to the thread pool."""
     settings, store, queue, storage = state.settings, state.store, state.queue, state.storage
-    card = _find_card(await _live_cards(state), body.model or settings.default_model)
+    card = _find_card(await _live_cards(state), body.model, settings.default_model)
     job_id = new_job_id()
-    if image is not None and token is not None:
+    if images and token is not None:
         await token.take()  # a limited key's image is refused before it is decoded
-    png = await run_in_threadpool(_normalise_image, image) if image is not None else None
-    spec = resolve_request(body, card, png is not None, job_id, input_key(job_id) if png else None)
+    pngs = {name: await run_in_threadpool(_normalise_image, data, name) for name, data in images.items()}
+    keys = {"input_reference": input_key(job_id), "last_frame": last_frame_key(job_id)}
+    spec = resolve_request(body, card, job_id, *(keys[name] if name in pngs else None for name in IMAGE_FIELDS))
     record = JobRecord(spec=spec, owner=api_key)
-    if card.timing is not None:
-        _plan_deadline(record, card, await _planner_view(store, card.id, token), settings)
+    shape = card.shape(spec.width, spec.height, spec.num_frames)
+    if shape.timing is not None:
+        _plan_deadline(record, card, shape.timing, await _planner_view(store, card.id, token), settings)
     elif card.seconds_per_step:  # a worker without a timing model: no SLA planning, a generous limit
         spec.soft_time_limit = round(settings.time_limit_factor * card.seconds_per_step * spec.steps + 60.0, 1)
     if token is not None:
@@ -326,12 +343,13 @@ async def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: st
 
     body_hash = None
     if idempotency_key:
-        canonical = json.dumps(body.model_dump(), sort_keys=True) + (hashlib.sha256(png).hexdigest() if png else "")
+        canonical = json.dumps(body.model_dump(), sort_keys=True) + "".join(
+            f"{name}:{hashlib.sha256(png).hexdigest()}" for name, png in sorted(pngs.items()))
         body_hash = hashlib.sha256(canonical.encode()).hexdigest()
         idempotency_key = f"{api_key[:16]}:{idempotency_key}"
 
-    if png is not None:
-        await run_in_threadpool(storage.put_bytes, spec.input_key, png, "image/png")
+    for name, png in pngs.items():
+        await run_in_threadpool(storage.put_bytes, keys[name], png, "image/png")
     created = False
     try:
         # the job and its queue message, in one transaction: queued if and only if stored
@@ -346,7 +364,7 @@ async def _accept_job(state, body: VideoCreate, image: bytes | None, api_key: st
                        "jobs; wait for one to finish", type="rate_limit_error",
                        headers={"Retry-After": str(ACTIVE_LIMIT_RETRY_AFTER_SECONDS)}) from None
     finally:
-        if png is not None and not created:  # refused, failed or replayed: no job owns the uploaded image
+        if pngs and not created:  # refused, failed or replayed: no job owns the uploaded images
             await run_in_threadpool(storage.delete_prefix, f"videos/{job_id}/")
     return stored, created
 

@@ -1,15 +1,16 @@
 """The Celery worker: task ``hsa.generate_video`` on queue ``hsa.<model>``, one model per worker.
 
 Started by ``hsa-video worker --model tiny`` (or ``celery -A worker.celery_app worker -Q hsa.tiny``
-with ``HSA_WORKER_MODEL=tiny``). Delivery is at-least-once: ``acks_late`` + reject on worker lost
+with ``HSA_MODEL=tiny``). Delivery is at-least-once: ``acks_late`` + reject on worker lost
 re-queue a job whose worker died, prefetch 1 keeps queued jobs visible to other workers, and the
 pipeline's deterministic output keys make the re-run idempotent. Messages are JSON only.
 
 Each worker process loads its model once, in a thread started by ``worker_process_init`` (so the
 process answers the parent's liveness check while weights load), then heartbeats its model card.
+A model that fails to load stops the whole worker (a worker that cannot serve must not take jobs).
 A pool process that dies (OOM kill, hard time limit) is replaced quickly: the model code is imported
-once in the main process before the pool forks, and the replacement reuses the timing model its
-predecessor measured instead of calibrating again.
+once in the main process before the pool forks, and the replacement reads the timing models from
+the host's timing cache instead of probing again (``worker/runners/timing.py``).
 
 A job stuck past its hard time limit (a step that never returns, so the pipeline's own per-step
 limit check cannot fire) is killed with its pool process by Celery; the worker's main process then
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -32,7 +34,6 @@ from server.settings import ServiceSettings
 
 log = logging.getLogger("hsa.worker")
 
-MODEL_ENV = "HSA_WORKER_MODEL"
 WORKER_IDENTITY_ENV = "HSA_WORKER_IDENTITY"  # set by the main process itself, not by operators
 MODEL_LOAD_TIMEOUT_SECONDS = 1800.0
 
@@ -85,13 +86,9 @@ class _ProcessState:
             from .shadow import ShadowReference
 
             settings = ServiceSettings()
-            model = os.environ.get(MODEL_ENV, settings.default_model)
+            model = settings.model
             started = time.perf_counter()
-            timing_file = settings.data_dir / "timing" / f"{model}-{os.getppid()}.json"  # this worker's pool only
-            runner = load_runner(model, **_runner_options(model, settings, timing_file))
-            if getattr(runner, "timing", None) is not None:
-                timing_file.parent.mkdir(parents=True, exist_ok=True)
-                timing_file.write_text(runner.timing.model_dump_json())
+            runner = load_runner(settings)
             metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
             metrics.init_worker(model)
             store, storage = open_job_store_for(settings), open_object_store(settings)
@@ -103,8 +100,18 @@ class _ProcessState:
         except BaseException as error:
             log.exception("model failed to load")
             self.error = error
+            # the main process says why on its way out (hsa-video worker exits 2 with this line)
+            failure = load_failure_file(ServiceSettings(), _main_pid)
+            failure.parent.mkdir(parents=True, exist_ok=True)
+            failure.write_text(f"{type(error).__name__}: {error}")
+            os.kill(_main_pid, signal.SIGTERM)
         finally:
             self.ready.set()
+
+
+def load_failure_file(settings: ServiceSettings, main_pid: int):
+    """Where a pool process that could not load the model leaves the reason for its worker's main process."""
+    return settings.data_dir / "worker-failures" / f"{socket.gethostname()}-{main_pid}.txt"
 
 
 def worker_identity() -> str:
@@ -134,20 +141,16 @@ class WorkerAliveBeat:
             time.sleep(self.interval)
 
 
-def _runner_options(model: str, settings: ServiceSettings, timing_file) -> dict:
-    if model == "tiny":
-        from server.sla import TimingModel
-
-        timing = TimingModel.model_validate_json(timing_file.read_text()) if timing_file.exists() else None
-        return {"weights": settings.tiny_weights, "threads": settings.torch_threads, "timing": timing}
-    return {}
-
-
 _state = _ProcessState()
+
+
+_main_pid = os.getpid()  # the worker's main process: set again at worker_init, inherited by the pool
 
 
 @signals.worker_init.connect
 def _import_model_code_before_forking(**_) -> None:
+    global _main_pid
+    _main_pid = os.getpid()
     worker_identity()  # fixed here, in the main process, for every pool process it forks
     # torch, diffusers' Wan model and the rest of the job's code, once in the main process: every pool
     # process, first or replacement, inherits them instead of spending seconds importing (importing
@@ -156,6 +159,7 @@ def _import_model_code_before_forking(**_) -> None:
 
     import hsa_core.adapters.wan  # noqa: F401
     import hsa_core.media  # noqa: F401
+    import hsa_core.models  # noqa: F401
     import hsa_core.tiny.model  # noqa: F401
 
     from . import pipeline, runners  # noqa: F401

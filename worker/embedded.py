@@ -27,12 +27,12 @@ POLL_SECONDS = 0.1
 MAX_PENDING_SHADOWS = 64  # a burst beyond this drops the oldest samples, not jobs
 
 
-def run_embedded_worker(settings: ServiceSettings, model: str, stop: threading.Event | None = None,
-                        runner=None) -> None:
+def run_embedded_worker(settings: ServiceSettings, stop: threading.Event | None = None, runner=None) -> None:
     stop = stop or threading.Event()
+    model = settings.model
     if runner is None:
         started = time.perf_counter()
-        runner = load_runner(model, weights=settings.tiny_weights, threads=settings.torch_threads)
+        runner = load_runner(settings)
         metrics.MODEL_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
     metrics.init_worker(model)
     store = SqliteJobStore(settings.database_path, settings.idempotency_ttl_seconds)

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from server import metrics
-from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, output_key
+from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, latents_key, output_key
 from server.schemas import video_object
 from server.settings import ServiceSettings
 from server.sla import choose_budget, load_capped_budget, queued_behind, recent_arrival_rate, seconds_allowed
 from server.webhooks import deliver, event_payload
 
+from .runners import DecodeFailed, InputImages
 from .shadow import wants_shadow
 
 log = logging.getLogger("hsa.worker")
@@ -50,6 +51,19 @@ def error_code(error: BaseException) -> str:
     if isinstance(error, (ValueError, KeyError)):
         return "invalid_request"
     return "internal_error"
+
+
+def load_images(storage, spec: JobSpec) -> InputImages:
+    """The job's first and last frames from storage, as RGB PIL images (the gateway stored them as PNG)."""
+    from PIL import Image
+
+    def load(key: str | None):
+        if key is None:
+            return None
+        with Image.open(io.BytesIO(storage.get_bytes(key))) as image:
+            return image.convert("RGB")
+
+    return InputImages(first=load(spec.input_key), last=load(spec.last_frame_key))
 
 
 class JobPipeline:
@@ -97,11 +111,7 @@ class JobPipeline:
         started = time.perf_counter()
         deadline = None if spec.soft_time_limit is None else time.monotonic() + spec.soft_time_limit
 
-        image = None
-        if spec.input_key:
-            from hsa_core.media import read_image
-
-            image = read_image(io.BytesIO(self.storage.get_bytes(spec.input_key)), self.runner.image_size())
+        images = load_images(self.storage, spec)
         record.timings["load_input"] = round(time.perf_counter() - started, 4)
 
         def on_step(done: int, total: int) -> None:
@@ -114,17 +124,23 @@ class JobPipeline:
         submitted_budget = spec.budget
         replan = self._plan_at_start(record)
         mark = time.perf_counter()
-        clip, figures = self.runner.generate(spec, image, on_step, replan)
+        try:
+            clip = self.runner.generate(spec, images, on_step, replan)
+        except DecodeFailed as failure:  # the sampling work is kept: its latents go next to the video
+            key = latents_key(spec.job_id)
+            self.storage.put_bytes(key, failure.latents, "application/octet-stream")
+            raise DecodeFailed(f"{failure}; the sampled latents are kept in storage at {key} (torch.load)",
+                               b"") from failure
         record.timings["generate"] = round(time.perf_counter() - mark, 4)
+        figures = clip.figures
         figures["budget_at_submission"] = submitted_budget
-        if "denoise_seconds" in figures and hasattr(self.runner, "observe"):
-            self.runner.observe(spec.steps, figures["achieved_compute_fraction"], figures["denoise_seconds"])
 
         from hsa_core.media import write_mp4
 
         mark = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="hsa-job-") as folder:
-            path = write_mp4(clip, Path(folder) / "video.mp4", fps=spec.fps)
+            path = write_mp4(clip.frames, Path(folder) / "video.mp4", fps=clip.fps, audio=clip.audio,
+                             sample_rate=clip.sample_rate, lossless=self.settings.video_lossless)
             record.timings["encode"] = round(time.perf_counter() - mark, 4)
             mark = time.perf_counter()
             key = output_key(spec.job_id)
@@ -132,6 +148,7 @@ class JobPipeline:
             record.output_bytes = path.stat().st_size
         record.timings["upload"] = round(time.perf_counter() - mark, 4)
         record.timings["total"] = round(time.perf_counter() - started, 4)
+        self.runner.observe(spec, clip, record.timings["total"] - clip.denoise_seconds)
 
         now = time.time()
         record.status, record.progress = JobStatus.completed, 100.0
@@ -156,7 +173,7 @@ class JobPipeline:
         """Re-plan an SLA job's budget from the time actually left and the queue behind it, and return
         the in-flight controller that re-plans the rest of the budget at HSA's refresh points."""
         spec = record.spec
-        timing = getattr(self.runner, "timing", None)
+        timing = self.runner.timing_for(spec)
         if spec.budget_source != "sla" or timing is None or spec.deadline_at is None:
             return None
         floor = spec.min_budget or 1.0

@@ -30,7 +30,7 @@ class Heartbeat:
     def beat(self) -> None:
         # three missed beats and the card expires: a dead worker disappears from /v1/models
         card = self.card() if callable(self.card) else self.card
-        if card.timing is not None:  # an SLA-planned model: the gateway caps budgets by the load
+        if card.timed:  # an SLA-planned model: the gateway caps budgets by the load
             card = card.model_copy(update={"arrival_rate": recent_arrival_rate(self.store, card.id, time.time())})
         self.store.register_model(card, self.worker_id, ttl_seconds=3 * self.interval)
 

@@ -15,7 +15,6 @@ Shadow tasks take worker time the gateway's queue model does not see; keep the r
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import tempfile
 import time
@@ -54,8 +53,10 @@ class ShadowReference:
     def run(self, message: dict) -> dict | None:
         """Re-run the job in ``message`` at full budget and score its served video; returns the scores,
         or None when the job or its video is gone (deleted meanwhile)."""
-        from hsa_core.media import read_image, read_mp4, to_uint8
+        from hsa_core.media import read_mp4, to_uint8
         from hsa_core.quality import clip_fidelity
+
+        from .pipeline import load_images
 
         spec = JobSpec.model_validate(message)
         record = self.store.get(spec.job_id)
@@ -69,11 +70,8 @@ class ShadowReference:
             metrics.SHADOW_RUNS.labels(spec.model, "skipped").inc()
             return None
         try:
-            image = None
-            if spec.input_key:
-                image = read_image(io.BytesIO(self.storage.get_bytes(spec.input_key)), self.runner.image_size())
             reference_spec = spec.model_copy(update={"budget": 1.0, "budget_source": "explicit"})
-            clip, _ = self.runner.generate(reference_spec, image, lambda done, total: None)
+            clip = self.runner.generate(reference_spec, load_images(self.storage, spec), lambda done, total: None).frames
             with tempfile.TemporaryDirectory(prefix="hsa-shadow-") as folder:
                 served_path = Path(folder) / "served.mp4"
                 served_path.write_bytes(served_bytes)

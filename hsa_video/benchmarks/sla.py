@@ -200,6 +200,13 @@ def measure_service(base_url: str, store, workers: int, args, jobs_per_worker: i
     return workers * busy / len(records)
 
 
+def served_timing(store, size: str):
+    """The tiny worker's timing model of the benchmark's clips (``size`` × the model's 16 frames)."""
+    card = next(card for card in store.models() if card.id == "tiny")
+    width, height = map(int, size.split("x"))
+    return card.shape(width, height, card.limits.num_frames[0]).timing
+
+
 def run_stack(workers: int, args, progress) -> tuple[list[dict], dict]:
     from server.stores.redis_store import RedisJobStore
 
@@ -208,13 +215,12 @@ def run_stack(workers: int, args, progress) -> tuple[list[dict], dict]:
     with tempfile.TemporaryDirectory(prefix="hsa-bench-sla-") as folder, \
             LocalStack(Path(folder), workers=workers) as stack:
         store = RedisJobStore(stack.redis_url)
-        card = next(card for card in store.models() if card.id == "tiny")
-        predicted_service = card.timing.service_seconds(args.steps, 1.0)
+        timing = served_timing(store, args.size)
+        predicted_service = timing.service_seconds(args.steps, 1.0)
         full_service = measure_service(stack.base_url, store, workers, args)
         deadline_s = round(args.deadline_factor * full_service, 2)
         capacity = workers / full_service
-        card = next(card for card in store.models() if card.id == "tiny")
-        calibration = {"workers": workers, "timing_at_start": card.timing.model_dump(),
+        calibration = {"workers": workers, "timing_at_start": served_timing(store, args.size).model_dump(),
                        "predicted_service_s_at_start": round(predicted_service, 3),
                        "service_s_at_budget_1": round(full_service, 3),
                        "capacity_jobs_per_s_at_budget_1": round(capacity, 4), "deadline_s": deadline_s}

@@ -1,9 +1,10 @@
 """``hsa-video serve``: the API gateway; with no broker configured, the whole server in one process tree.
 
-Without ``HSA_REDIS_URL`` it runs the gateway here and an embedded worker (built-in tiny model, CPU)
-as a supervised child process, sharing a SQLite job store and a local object directory under
-``HSA_DATA_DIR`` (default ./hsa-data). With ``HSA_REDIS_URL`` it runs only the gateway; start
-workers with ``hsa-video worker``.
+Without ``HSA_REDIS_URL`` it runs the gateway here and an embedded worker as a supervised child
+process — the built-in tiny model on the CPU by default, or any registered checkpoint
+(``--model wan2.1-t2v-1.3b --model-path DIR``) — sharing a SQLite job store and a local object
+directory under ``HSA_DATA_DIR`` (default ./hsa-data). With ``HSA_REDIS_URL`` it runs only the
+gateway; start workers with ``hsa-video worker``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import threading
 log = logging.getLogger("hsa.serve")
 
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+CONFIGURATION_ERROR = 2  # hsa-video's exit code for a setting, a model directory or a request it refuses
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .worker import add_model_arguments
+
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", default=None, help="model of the embedded worker (default HSA_DEFAULT_MODEL, tiny)")
     parser.add_argument("--no-worker", action="store_true", help="run only the gateway, even without a broker")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-access-log", action="store_true",
@@ -32,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway processes sharing the port, each on its own SO_REUSEPORT socket (default 1; "
                              "needs HSA_REDIS_URL when above 1)")
+    add_model_arguments(parser)  # the embedded worker's
 
 
 class WorkerSupervisor:
@@ -53,6 +57,9 @@ class WorkerSupervisor:
         while not self._stop.is_set():
             code = self.process.wait()
             if self._stop.is_set():
+                return
+            if code == CONFIGURATION_ERROR:  # it said why on its way out; restarting cannot help
+                log.error("embedded worker cannot start (exit code %s, see its error above); not restarting", code)
                 return
             delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
             log.error("embedded worker exited with code %s; restarting in %s s", code, delay)
@@ -92,10 +99,16 @@ def run(args: argparse.Namespace) -> int:
 
     supervisor = None
     if settings.redis_url is None and not args.no_worker:
-        model = args.model or settings.default_model
-        supervisor = WorkerSupervisor([sys.executable, "-m", "hsa_video.cli", "worker", "--model", model,
+        from worker.runners import check_model_setup
+
+        from .worker import model_settings
+
+        worker_settings = model_settings(args)  # exported: the embedded worker reads the same values
+        check_model_setup(worker_settings)  # a bad model directory stops here, before anything starts
+        supervisor = WorkerSupervisor([sys.executable, "-m", "hsa_video.cli", "worker",
                                        "--log-level", args.log_level]).start()
-        log.info("one-process mode: embedded %s worker, jobs in %s", model, settings.database_path.resolve())
+        log.info("one-process mode: embedded %s worker, jobs in %s", worker_settings.model,
+                 settings.database_path.resolve())
     elif settings.redis_url:
         log.info("gateway mode: jobs go through %s; start workers with `hsa-video worker`", settings.redis_url)
     try:

@@ -111,16 +111,27 @@ class JobStore(Protocol):
 
 
 def merge_cards(cards: list[ModelCard]) -> list[ModelCard]:
+    """One card per model over its live workers. Workers of a model share its queue, so the merged card
+    offers what every one of them serves (sizes and frame counts they all accept, each shape as the
+    first worker describes it): a job the gateway accepts can run wherever it lands."""
     by_id: dict[str, ModelCard] = {}
     for card in cards:
-        if card.id in by_id:
-            merged = by_id[card.id]
-            merged.workers += 1
-            if card.arrival_rate is not None:  # the busiest estimate: the cap errs towards keeping up
-                merged.arrival_rate = max(merged.arrival_rate or 0.0, card.arrival_rate)
-        else:
-            by_id[card.id] = card.model_copy(update={"workers": 1})
-    return sorted(by_id.values(), key=lambda card: card.id)
+        if card.id not in by_id:
+            by_id[card.id] = card.model_copy(update={"workers": 1}, deep=True)
+            continue
+        merged = by_id[card.id]
+        merged.workers += 1
+        if card.arrival_rate is not None:  # the busiest estimate: the cap errs towards keeping up
+            merged.arrival_rate = max(merged.arrival_rate or 0.0, card.arrival_rate)
+        limits = merged.limits
+        limits.sizes = [size for size in limits.sizes if size in card.limits.sizes]
+        limits.num_frames = [frames for frames in limits.num_frames if frames in card.limits.num_frames]
+        merged.shapes = {key: shape for key, shape in merged.shapes.items() if key in card.shapes}
+    for card in by_id.values():
+        if card.limits.default_size not in card.limits.sizes and card.limits.sizes:
+            card.limits.default_size = card.limits.sizes[0]
+    return sorted((card for card in by_id.values() if card.limits.sizes and card.limits.num_frames),
+                  key=lambda card: card.id)
 
 
 def open_job_store(redis_url: str | None, database_path: str | None, idempotency_ttl: int = 24 * 3600) -> JobStore:

@@ -50,6 +50,21 @@ def test_compose_file_is_valid_and_has_the_stack():
     assert services["gateway"]["environment"]["HSA_ENVIRONMENT"] == "production"
 
 
+def test_the_gpu_profile_serves_hsa_model_from_hsa_weights_dir_unedited():
+    env = {**os.environ, **SECRETS, "HSA_MODEL": "wan2.2-ti2v-5b", "HSA_WEIGHTS_DIR": "/models/ti2v",
+           "HSA_SIZES": "1280x704"}
+    result = run(compose_binary(), "-f", "docker-compose.yml", "--profile", "gpu", "config", "--format", "json",
+                 env=env)
+    assert result.returncode == 0, result.stderr
+    worker = json.loads(result.stdout)["services"]["worker"]
+    environment = worker["environment"]
+    assert (environment["HSA_MODEL"], environment["HSA_MODEL_PATH"], environment["HSA_SIZES"]) == (
+        "wan2.2-ti2v-5b", "/weights", "1280x704")
+    weights = next(volume for volume in worker["volumes"] if volume["target"] == "/weights")
+    assert weights["source"] == "/models/ti2v" and weights["read_only"]
+    assert any(volume["target"] == "/data" for volume in worker["volumes"])  # the timing cache survives restarts
+
+
 def test_compose_refuses_to_start_without_secrets():
     env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     result = run(compose_binary(), "-f", "docker-compose.yml", "config", "-q", env=env)

@@ -8,21 +8,21 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 
 from hsa_video.cli import main
-from worker import runners
+from worker.runners import tiny
 
-generate = runners.TinyRunner.generate
+generate = tiny.TinyRunner.generate
 
 
-def generate_or_hang(self, spec, image, on_step, replan=None):
+def generate_or_hang(self, spec, images, on_step, replan=None):
     while spec.prompt.startswith("hang"):
         try:
             time.sleep(3600)
         except SoftTimeLimitExceeded:
             pass
-    return generate(self, spec, image, on_step, replan)
+    return generate(self, spec, images, on_step, replan)
 
 
-runners.TinyRunner.generate = generate_or_hang  # before the pool forks: every pool process has it
+tiny.TinyRunner.generate = generate_or_hang  # before the pool forks: every pool process has it
 
 if __name__ == "__main__":
     sys.exit(main(["worker", *sys.argv[1:]]))

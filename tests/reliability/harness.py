@@ -25,6 +25,7 @@ from server.jobs import JobRecord, JobStatus
 from server.queues import BROKER_TRANSPORT_OPTIONS
 from server.settings import hash_api_key
 from server.stores.redis_store import RedisJobStore
+from tests.cards import stand_in_card  # noqa: F401  (the benchmark imports it from here)
 from tests.services import ROOT, Process, free_port, hsa_video_command, service_env, start_redis, wait_until
 
 API_KEY = "sk-reliability-test"
@@ -138,8 +139,12 @@ class Stack:
         return self.gateway
 
     def wait_for_workers(self, count: int, timeout: float = 120) -> None:
+        """Until ``count`` workers list their model and answer Celery's control commands: a worker's model can
+        be listed (its pool process loaded it) a moment before its main process consumes, and the fault
+        tests find the process running a job through those commands."""
         def live():
-            return httpx.get(self.base_url + "/readyz", timeout=2).json()["models"].get("tiny", 0) >= count
+            listed = httpx.get(self.base_url + "/readyz", timeout=2).json()["models"].get("tiny", 0) >= count
+            return listed and len(self.celery.control.ping(timeout=1.0) or []) >= count
 
         wait_until(live, timeout, f"{count} live tiny workers", self.gateway)
 
@@ -266,19 +271,6 @@ def kill_mid_job(stack: Stack, seed: int) -> tuple[str, float]:
     killed_at = time.monotonic()
     stack.wait_terminal(job_id)
     return job_id, time.monotonic() - killed_at
-
-
-def stand_in_card(workers: int = 1):
-    """The tiny model's card with a timing model, registered by tests that run no worker: the gateway
-    validates and plans against it exactly as against a live worker's."""
-    from server.jobs import ModelCard, ModelLimits
-    from server.sla import TimingModel
-
-    return ModelCard(id="tiny", family="wan", image_input="optional", seconds_per_step=0.05, workers=workers,
-                     timing=TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.3),
-                     limits=ModelLimits(sizes=["32x32", "64x64", "128x128", "256x256"], num_frames=[16], fps=8,
-                                        max_steps=100, default_steps=40, default_size="128x128", guidance_scale=4.0,
-                                        min_budget_t2v=[1.0] + [0.2] * 100, min_budget_i2v=[1.0] + [0.2] * 100))
 
 
 def documented_error_codes() -> set[str]:

@@ -2,7 +2,8 @@ import uuid
 
 import pytest
 
-from server.jobs import JobRecord, JobSpec, ModelCard, ModelLimits, new_job_id
+from server.jobs import JobRecord, JobSpec, new_job_id
+from tests.cards import make_card  # noqa: F401  (re-exported for the server tests)
 
 
 def make_spec(**overrides) -> JobSpec:
@@ -14,15 +15,6 @@ def make_spec(**overrides) -> JobSpec:
 
 def make_record(**overrides) -> JobRecord:
     return JobRecord(spec=make_spec(**overrides))
-
-
-def make_card(model="tiny", image_input="optional", seconds_per_step=0.05) -> ModelCard:
-    return ModelCard(
-        id=model, family="wan", image_input=image_input, seconds_per_step=seconds_per_step,
-        limits=ModelLimits(sizes=["32x32", "128x128"], num_frames=[16], fps=8, max_steps=100, default_steps=40,
-                           default_size="128x128", guidance_scale=4.0,
-                           min_budget_t2v=[1.0] + [0.3] * 100, min_budget_i2v=[1.0] + [0.28] * 100),
-    )
 
 
 @pytest.fixture(params=["sqlite", "redis"])

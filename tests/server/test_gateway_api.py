@@ -35,7 +35,8 @@ def png_bytes(color=(255, 0, 0), size=32) -> bytes:
 
 @pytest.fixture
 def parts(tmp_path):
-    settings = ServiceSettings(api_key_sha256=hash_api_key(KEY), data_dir=tmp_path, _env_file=None)
+    settings = ServiceSettings(api_key_sha256=hash_api_key(KEY), data_dir=tmp_path, default_model="tiny",
+                               _env_file=None)
     store = SqliteJobStore(settings.database_path)
     store.register_model(make_card("tiny"), "w1", ttl_seconds=600)
     store.register_model(make_card("t2v-only", image_input="unsupported"), "w2", ttl_seconds=600)

@@ -168,8 +168,8 @@ def test_rate_limits_and_the_job_cap_match(tmp_path, backend):
 def test_a_limited_key_hears_429_before_any_other_refusal(tmp_path, backend):
     """Every create draws a token, refused or not, and an empty bucket answers 429 whatever else is
     wrong — also when the hot create takes its token late, in the SLA planner's queue read (Redis)."""
-    card = make_card("tiny")
-    card.timing = TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.3)
+    card = make_card("tiny", timing=TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04,
+                                                job_seconds_fixed=0.3))
     hot, reference = clients(tmp_path, card=card, rate_limit_per_second=0.1, rate_limit_burst=5, **backend)
     image = {"input_reference": ("frame.png", png_bytes(), "image/png")}
     not_an_image = {"input_reference": ("f.png", b"not an image", "image/png")}

@@ -92,7 +92,7 @@ def test_tiers_are_ordered():
 def sla_client(tmp_path):
     settings = ServiceSettings(data_dir=tmp_path, _env_file=None)
     store = SqliteJobStore(settings.database_path)
-    card = make_card("tiny").model_copy(update={"timing": TIMING})
+    card = make_card("tiny", timing=TIMING)
     store.register_model(card, "w1", ttl_seconds=600)
     app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=LocalObjectStore(settings.storage_dir))
     with TestClient(app) as client:
@@ -113,7 +113,7 @@ def test_gateway_picks_the_largest_budget_for_the_deadline(sla_client):
 
 def test_gateway_predicts_the_load_cap_its_workers_will_apply(sla_client):
     client, store = sla_client
-    busy = make_card("tiny").model_copy(update={"timing": TIMING, "arrival_rate": 0.5})
+    busy = make_card("tiny", timing=TIMING, arrival_rate=0.5)
     store.register_model(busy, "w1", ttl_seconds=600)
     time.sleep(1.1)  # the gateway re-reads cards once a second
     video = client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 60}).json()

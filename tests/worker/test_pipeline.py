@@ -10,9 +10,9 @@ from server.jobs import JobStatus, output_key
 from server.settings import ServiceSettings
 from server.storage import LocalObjectStore
 from server.stores.sqlite_store import SqliteJobStore
-from tests.server.conftest import make_record
+from tests.server.conftest import make_record, make_spec
 from worker.pipeline import JobPipeline
-from worker.runners import TinyRunner
+from worker.runners.tiny import TinyRunner
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,9 @@ def test_tiny_card_limits(runner):
     assert card.limits.seconds == ["2"] and card.seconds_per_step > 0
     # I2V recomputes its clean frame 0 as context at every caching-window step (HSAConfig's
     # refresh_conditioning), so its slowest-rate floor is above T2V's
-    assert 0 < card.limits.min_budget_t2v[40] < card.limits.min_budget_i2v[40] < 1
+    shape = card.shapes["128x128x16"]
+    assert set(card.shapes) == {f"{size}x16" for size in card.limits.sizes}
+    assert 0 < shape.min_budget_t2v[40] < shape.min_budget_i2v[40] < 1 and shape.kv_cache_refusal is None
 
 
 def test_completed_job_writes_progress_and_a_decodable_mp4(parts, tmp_path):
@@ -92,10 +94,10 @@ class FailingRunner:
     def __init__(self, error):
         self.error = error
 
-    def image_size(self):
-        return 32
+    def timing_for(self, spec):
+        return None
 
-    def generate(self, spec, image, on_step, replan=None):
+    def generate(self, spec, images, on_step, replan=None):
         on_step(1, spec.steps)
         raise self.error
 
@@ -148,7 +150,8 @@ def test_image_to_video_reads_the_stored_first_frame(parts):
 
 
 def test_tiny_runner_publishes_a_timing_model(runner):
-    timing = runner.card().timing
+    timing = runner.card().shapes["128x128x16"].timing
+    assert timing == runner.timing_for(make_spec())
     assert timing.step_seconds_per_budget > 0 and timing.job_seconds_fixed > 0
     full = timing.service_seconds(40, 1.0)
     assert timing.service_seconds(40, 0.5) < full  # half the budget is predicted cheaper
@@ -158,7 +161,7 @@ def test_sla_job_is_replanned_from_the_time_actually_left(parts):
     import time
 
     store, _, pipeline = parts
-    timing = pipeline.runner.timing
+    timing = pipeline.runner.timing_for(make_spec())
     # a deadline that only a low budget can meet, and a gateway choice of 1.0 made earlier
     tight = timing.service_seconds(40, 0.45)
     record = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25,
@@ -185,7 +188,7 @@ def test_sla_job_leaves_time_for_the_jobs_queued_behind_it(parts):
     import time
 
     store, _, pipeline = parts
-    timing = pipeline.runner.timing
+    timing = pipeline.runner.timing_for(make_spec())
     now = time.time()
     starting = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25, deadline_at=now + 600)
     behind = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25,

@@ -22,7 +22,7 @@ def test_a_heartbeat_publishes_the_models_recent_arrival_rate(tmp_path):
         store.create(record)
     other = make_record(model="other")  # another model's jobs are not this one's load
     store.create(other)
-    card = make_card("tiny").model_copy(update={"timing": TIMING})
+    card = make_card("tiny", timing=TIMING)
     heartbeat = Heartbeat(store, lambda: card, interval_seconds=60)
     heartbeat.beat()
     [published] = [c for c in store.models() if c.id == "tiny"]
