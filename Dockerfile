@@ -11,6 +11,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY hsa_core ./hsa_core
 COPY hsa_video ./hsa_video
+COPY jobs ./jobs
 COPY server ./server
 COPY worker ./worker
 

@@ -1,16 +1,14 @@
-"""The HTTP gateway (FastAPI, OpenAI Videos API) and the torch-free pieces it shares with workers.
+"""The HTTP gateway: FastAPI, OpenAI Videos API compatible.
 
-It never imports torch or hsa_core (a test guards this), so the gateway image stays slim::
+It never imports torch, hsa_core or worker (a test guards this), so the gateway image stays slim; the
+job plumbing it shares with workers lives in ``jobs``::
 
     app.py       build_app(settings): routes for models and health, lifespan that opens the clients
     videos.py    /v1/videos: create, list, retrieve, cancel/delete, download
-    schemas.py   VideoCreate validation against a model's limits; the OpenAI video object
-    jobs.py      JobSpec (queue message), JobRecord (stored state), ModelCard (worker limits)
-    stores/      JobStore: Redis (production) and SQLite (the one-process default)
-    queues.py    JobQueue: the Celery task message the store writes with the job, or none (embedded SQLite queue)
-    storage.py   ObjectStore: S3 (boto3) or a local directory
-    webhooks.py  Standard-Webhooks-signed delivery with retries
-    settings.py  HSA_* environment settings
+    schemas.py   VideoCreate and its validation against a model's limits
+    auth.py      API keys (hashed) and the ``ApiKey`` dependency
+    limits.py    per-key rate limits (GCRA), in Redis or in process
+    errors.py    the OpenAI error object and the statuses each route declares
 """
 
 __version__ = "0.1.0"

@@ -11,20 +11,24 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
+from jobs import metrics
+from jobs.public import ModelObject
+from jobs.queues import open_job_queue
+from jobs.settings import ServiceSettings, open_job_store_for, open_object_store
+
 from . import __version__
-from .auth import require_api_key
-from . import metrics
-from .errors import APIError, error_body, install_error_handlers
-from .schemas import model_object
-from .settings import ServiceSettings, open_job_queue, open_job_store_for, open_object_store, open_rate_limiter
-from .videos import HotRoutes, router as videos_router
+from .auth import ApiKey
+from .errors import APIError, error_body, error_responses, install_error_handlers
+from .limits import open_rate_limiter
+from .videos import router as videos_router
 
 log = logging.getLogger("hsa.gateway")
 
@@ -85,10 +89,14 @@ class GatewayMiddleware:
             metrics.HTTP_LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - start)
 
 
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
 def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None, storage=None,
-              limiter=None, hot_routes: bool = True) -> FastAPI:
-    """The gateway app; ``hot_routes=False`` routes creates and polls the usual FastAPI way (the
-    reference ``HotRoutes`` is tested against)."""
+              limiter=None) -> FastAPI:
+    """The gateway app over the services ``settings`` name (tests pass their own store, queue, storage)."""
     settings = settings or ServiceSettings()
 
     @asynccontextmanager
@@ -97,17 +105,12 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
         app.state.queue = queue or open_job_queue(settings)
         app.state.storage = storage or open_object_store(settings)
         app.state.limiter = limiter or open_rate_limiter(settings)
-        # a poll's or a create's rate-limit token can be taken by a store script when both live in one Redis
-        app.state.fused_rate_limits = (hasattr(app.state.limiter, "bucket")
-                                       and hasattr(app.state.store, "get_rate_limited_async")
-                                       and hasattr(app.state.store, "planner_view_rate_limited_async")
-                                       and app.state.limiter.url == app.state.store.url)
         if not settings.api_key_hashes:
             log.warning("no API keys configured (HSA_API_KEY_SHA256): the API is open to anyone who can reach it")
         # Everything loaded so far (FastAPI, pydantic, Celery, boto3: hundreds of thousands of objects)
         # lives as long as the process. Left in the collector's oldest generation, every full
-        # collection walks it: 100-130 ms with the event loop stopped, a few times a minute under
-        # load, and the gateway's p99. Frozen, a full collection walks only what requests allocate.
+        # collection walks it with the event loop stopped, and those pauses become the gateway's p99.
+        # Frozen, a full collection walks only what requests allocate.
         gc.collect()
         gc.freeze()
         yield
@@ -122,8 +125,6 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(videos_router)
-    if hot_routes:  # innermost of the middleware: CORS and GatewayMiddleware wrap it
-        app.add_middleware(HotRoutes)
     if settings.cors_allow_origins:  # off by default: browsers get no cross-origin access at all
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins,
                            allow_methods=["GET", "POST", "DELETE"],
@@ -135,11 +136,23 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
         body, content_type = await run_in_threadpool(metrics.exposition, request.app.state.store)
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/models", tags=["models"])
-    async def list_models(request: Request) -> dict[str, Any]:
-        await require_api_key(request)
+    @app.get("/v1/models", tags=["models"], response_model=ModelList, responses=error_responses(401, 429, 503))
+    async def list_models(request: Request, api_key: ApiKey) -> ModelList:
+        """The models live workers serve, each with what it accepts (sizes, frames, image input, …)."""
         cards = await run_in_threadpool(request.app.state.store.models)
-        return {"object": "list", "data": [model_object(card) for card in cards]}
+        return ModelList(data=[ModelObject.of(card) for card in cards])
+
+    @app.get("/v1/models/{model_id}", tags=["models"], response_model=ModelObject,
+             responses=error_responses(401, 404, 429, 503))
+    async def retrieve_model(model_id: str, request: Request, api_key: ApiKey) -> ModelObject:
+        """One served model (404 ``model_not_found`` naming the served ones)."""
+        cards = await run_in_threadpool(request.app.state.store.models)
+        for card in cards:
+            if card.id == model_id:
+                return ModelObject.of(card)
+        served = ", ".join(card.id for card in cards) or "none (no worker is running)"
+        raise APIError(404, "model_not_found", f"model {model_id!r} is not served here; models: {served}", "model",
+                       extra={"models": [card.id for card in cards]})
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from .errors import APIError
 from .limits import retry_after_header
@@ -64,3 +65,7 @@ def rate_limit_exceeded(wait: float) -> APIError:
     """429 ``rate_limit_exceeded``: the key's bucket is empty for ``wait`` seconds."""
     return APIError(429, "rate_limit_exceeded", f"too many requests for this API key; retry in {wait:.2f} s",
                     type="rate_limit_error", headers={"Retry-After": retry_after_header(wait)})
+
+
+# the caller's key digest, checked and rate-limited: the dependency of every /v1 route
+ApiKey = Annotated[str, Depends(require_api_key)]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 
 class APIError(Exception):
     def __init__(self, status: int, code: str, message: str, param: str | None = None,
@@ -16,6 +18,38 @@ class APIError(Exception):
         self.status, self.code, self.message, self.param, self.type = status, code, message, param, type
         self.extra = extra or {}
         self.headers = headers
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # some codes add a field: min_budget, models, video_id, …
+
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# what each status means in this API, for the OpenAPI description of the operations that return it
+STATUS_MEANINGS = {
+    400: "malformed body (invalid_json, invalid_multipart, invalid_idempotency_key)",
+    401: "missing or invalid API key",
+    404: "unknown video or model (another API key's video is unknown too)",
+    409: "the video is not ready, or an Idempotency-Key was reused with another body",
+    410: "the video expired",
+    413: "request body or image too large",
+    422: "a field is invalid or not offered by the model",
+    429: "rate limit, active-job cap or unreachable deadline (Retry-After)",
+    503: "a backing service (job store, broker, storage) is unreachable (Retry-After)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+    """``responses=`` of a route: the error statuses it can return, each with the error object."""
+    return {status: {"model": ErrorResponse, "description": STATUS_MEANINGS[status]} for status in statuses}
 
 
 def error_body(code: str, message: str, param: str | None = None, type: str = "invalid_request_error",

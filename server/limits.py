@@ -7,10 +7,7 @@ TAT to ``max(TAT, now) + 1 / rate``. Refused requests learn exactly when to come
 
 - ``RedisRateLimiter``: the TAT lives in Redis (``hsa:rate:{key}``), so every gateway shares one
   bucket per key; the check-and-update is one Lua script, so concurrent requests cannot both take
-  the last token. It runs on the event loop (``redis.asyncio``): every request passes through it,
-  and a trip to the thread pool costs more than the script's round trip.
-  A status poll takes its token inside the job store's read script instead (``RateBucket``,
-  ``RedisJobStore.get_rate_limited_async``): one round trip, not two.
+  the last token. It runs on the event loop (``redis.asyncio``), as every request passes through it.
 - ``LocalRateLimiter``: in memory, for the one-process mode's single gateway.
 """
 
@@ -18,34 +15,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
-# take_token(key, interval, tolerance): the key's TAT at `key`, emission interval and burst tolerance in
-# seconds; '0' when allowed, else the seconds to wait (as a string: Lua numbers come back truncated).
-# A function, so a job-store script can take the token in the same round trip as its own read.
-GCRA_LUA = """
-local function take_token(key, interval, tolerance)
-  local now = redis.call('TIME')
-  now = tonumber(now[1]) + tonumber(now[2]) / 1000000
-  interval, tolerance = tonumber(interval), tonumber(tolerance)
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  if tat - now > tolerance then return tostring(tat - now - tolerance) end
-  redis.call('SET', key, tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1)
-  return '0'
-end
+# KEYS[1] the key's TAT; ARGV[1] emission interval, ARGV[2] burst tolerance, in seconds. '0' when allowed,
+# else the seconds to wait (as a string: Lua numbers come back truncated).
+_GCRA = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then return tostring(tat - now - tolerance) end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1)
+return '0'
 """
-_GCRA = GCRA_LUA + "return take_token(KEYS[1], ARGV[1], ARGV[2])"
-
-
-@dataclass(frozen=True)
-class RateBucket:
-    """One key's bucket as a Redis script takes from it: its TAT's Redis key, interval, tolerance."""
-
-    key: str
-    interval: float
-    tolerance: float
 
 
 class RateLimiter(Protocol):
@@ -95,9 +78,11 @@ class RedisRateLimiter:
             return 0.0
         return float(await self._gcra(keys=[self.prefix + key], args=[self.interval, self.tolerance]))
 
-    def bucket(self, key: str) -> RateBucket | None:
-        """``key``'s bucket for a store script on the same Redis to take from (None: limits are off)."""
-        return None if self.interval == 0.0 else RateBucket(self.prefix + key, self.interval, self.tolerance)
-
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def open_rate_limiter(settings) -> RateLimiter:
+    """Per-key buckets: shared by every gateway through Redis, in memory for the one-process mode's single gateway."""
+    rate, burst = settings.rate_limit_per_second, settings.rate_limit_burst
+    return RedisRateLimiter(settings.redis_url, rate, burst) if settings.redis_url else LocalRateLimiter(rate, burst)

@@ -17,12 +17,15 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from jobs.records import MAX_STEPS, JobSpec, ModelCard, frames_for_seconds
+from jobs.sla import DEFAULT_TIER, TIERS
+
 from .errors import APIError
-from .jobs import JobRecord, JobSpec, JobStatus, ModelCard, frames_for_seconds
-from .sla import DEFAULT_TIER, TIERS
 
 MAX_SEED = 2**31 - 1
 PROMPT_WHITESPACE = "\t\n\r"
+# what _printable_text enforces, for the OpenAPI schema: no control characters but tab, newline, return
+PRINTABLE = {"pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"}
 # validation errors with their own error code (any other is ``invalid_value``)
 OWN_ERROR_CODES = ("invalid_prompt",)
 
@@ -32,17 +35,17 @@ class VideoCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, json_schema_extra=PRINTABLE)
     model: str | None = None
     seconds: str | None = None
     size: str | None = None
     # extensions
     budget: float | None = Field(None, gt=0, le=1, description="fraction of the full sampler's compute")
-    steps: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(None, ge=0, le=30)
     guidance_scale_2: float | None = Field(None, ge=0, le=30, description="two-expert models: the low-noise expert's")
-    negative_prompt: str = ""
+    negative_prompt: str = Field("", json_schema_extra=PRINTABLE)
     num_frames: int | None = Field(None, ge=1)
     webhook_url: str | None = None
     deadline_s: float | None = Field(None, gt=0, le=7 * 24 * 3600,
@@ -167,8 +170,7 @@ def resolve_request(request: VideoCreate, card: ModelCard, job_id: str, input_ke
         job_id=job_id, model=card.id, prompt=request.prompt, negative_prompt=request.negative_prompt,
         input_key=input_key, last_frame_key=last_frame_key, width=width, height=height, num_frames=num_frames,
         fps=limits.fps, steps=steps,
-        budget=1.0 if request.budget is None else request.budget,
-        budget_source="explicit" if request.budget is not None else "sla",
+        budget=request.budget,
         seed=secrets.randbelow(MAX_SEED) if request.seed is None else request.seed,
         guidance_scale=limits.guidance_scale if request.guidance_scale is None else request.guidance_scale,
         guidance_scale_2=limits.guidance_scale_2 if request.guidance_scale_2 is None else request.guidance_scale_2,
@@ -177,86 +179,3 @@ def resolve_request(request: VideoCreate, card: ModelCard, job_id: str, input_ke
         # rounded up: a floor a hair below the sampler's own minimum would be refused as infeasible
         min_budget=math.ceil(min_budget * 10_000) / 10_000,
     )
-
-
-def _timestamp(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def video_object(record: JobRecord) -> dict[str, Any]:
-    """The OpenAI video object for a job, with the HSA figures as extra fields."""
-    spec = record.spec
-    progress = 100 if record.status == JobStatus.completed else min(99, int(record.progress))
-    return {
-        "id": spec.job_id,
-        "object": "video",
-        "model": spec.model,
-        "status": record.status.value,
-        "progress": progress,
-        "created_at": _timestamp(record.created_at),
-        "completed_at": _timestamp(record.completed_at),
-        "expires_at": _timestamp(record.expires_at),
-        "error": record.error.model_dump() if record.error else None,
-        "prompt": spec.prompt,
-        "seconds": f"{spec.num_frames / spec.fps:g}",
-        "size": f"{spec.width}x{spec.height}",
-        "remixed_from_video_id": None,
-        # HSA extensions
-        "num_frames": spec.num_frames,
-        "fps": spec.fps,
-        "steps": spec.steps,
-        "seed": spec.seed,
-        "guidance_scale": spec.guidance_scale,
-        "guidance_scale_2": spec.guidance_scale_2,
-        "image_to_video": spec.input_key is not None,
-        "last_frame": spec.last_frame_key is not None,
-        "budget": record.stats.get("budget", spec.budget),
-        "budget_source": spec.budget_source,
-        "achieved_compute_fraction": record.stats.get("achieved_compute_fraction"),
-        "tier": spec.tier,
-        "started_at": None if record.started_at is None else round(record.started_at, 3),  # ms, for ordering
-        "deadline_at": _timestamp(spec.deadline_at),
-        "predicted_completion_at": _timestamp(record.predicted_completion_at),
-        "sla_met": None if record.completed_at is None or record.status != JobStatus.completed
-        else record.completed_at <= spec.deadline_at,
-        "token_fraction": record.stats.get("token_fraction"),
-        # PSNR/SSIM against the same job at full budget, for sampled jobs (HSA_SHADOW_SAMPLE_RATE)
-        "shadow_reference": record.stats.get("shadow_reference"),
-        "timings": record.timings,
-        "attempts": record.attempts,
-        "webhook": record.webhook,
-    }
-
-
-def model_object(card: ModelCard) -> dict[str, Any]:
-    limits = card.limits
-    return {
-        "id": card.id,
-        "object": "model",
-        "created": 0,
-        "owned_by": "hsa-video",
-        "family": card.family,
-        "description": card.description,
-        "image_input": card.image_input,
-        "last_frame_input": card.last_frame_input,
-        "audio": card.audio,
-        "workers": card.workers,
-        "seconds_per_step": card.seconds_per_step,
-        "runtime": card.runtime,
-        "limits": {
-            "sizes": limits.sizes,
-            "default_size": limits.default_size,
-            "seconds": limits.seconds,
-            "num_frames": limits.num_frames,
-            "fps": limits.fps,
-            "max_steps": limits.max_steps,
-            "default_steps": limits.default_steps,
-            "guidance_scale": limits.guidance_scale,
-            "guidance_scale_2": limits.guidance_scale_2,
-            "max_prompt_chars": limits.max_prompt_chars,
-            "max_prompt_tokens": limits.max_prompt_tokens,
-            # sizes × frame counts where a budget below 1 cannot run (HSA's K/V cache does not fit), and why
-            "full_budget_only": {key: shape.kv_cache_refusal for key, shape in card.shapes.items()
-                                 if shape.kv_cache_refusal},
-        },
-    }

@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
+import logging
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from . import metrics
-from .auth import authenticate, enforce_rate_limit, rate_limit_exceeded, require_api_key
-from .errors import APIError
-from .jobs import JobRecord, JobStatus, input_key, is_job_id, last_frame_key, new_job_id
-from .limits import RateBucket
-from .schemas import VideoCreate, parse_create, resolve_request, video_object
-from .sla import floor_budget, load_capped_budget, plan_job, retry_after, work_ahead
-from .stores import ActiveJobLimit, IdempotencyConflict, PlannerView
+from jobs import metrics
+from jobs.public import VideoObject
+from jobs.records import JobRecord, JobStatus, input_key, is_job_id, last_frame_key, new_job_id
+from jobs.sla import DeadlineUnreachable, plan_at_submit
+from jobs.stores import ActiveJobLimit, IdempotencyConflict
+
+from .auth import ApiKey
+from .errors import APIError, error_responses
+from .schemas import VideoCreate, parse_create, resolve_request
+
+log = logging.getLogger("hsa.gateway")
 
 PREFIX = "/v1/videos"
 router = APIRouter(prefix=PREFIX, tags=["videos"])
-ApiKey = Annotated[str, Depends(require_api_key)]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 # decoded size: a 20 MiB PNG of one colour can hold gigapixels (a decompression bomb); 4096² RGB is
@@ -169,63 +172,11 @@ def _find_card(cards: list, model: str | None, default_model: str | None):
                    extra={"models": [card.id for card in cards]})
 
 
-def _plan_deadline(record: JobRecord, card, timing, queue: PlannerView, settings) -> None:
-    """Pick the budget for the deadline from the worker's timing model of the job's shape and the live
-    queue (or 429)."""
-    spec, now = record.spec, time.time()
-    ahead = work_ahead(queue.queued_work, queue.running, spec.priority, timing, now)
-    # the cap the worker applies at start (the load its heartbeat saw): predict the budget it will run
-    cap = load_capped_budget(card.arrival_rate, card.workers, timing, spec.steps, spec.min_budget or 1.0)
-    plan = plan_job(spec, timing, ahead, card.workers, now, budget_cap=cap)
-    if plan.budget is None:
-        # the queued SLA jobs shrink when they start if jobs behind them need the time: admit this one
-        # if the queue at its smallest budgets leaves room, at its own smallest budget (re-planned at start)
-        floor_ahead = work_ahead(queue.queued_floor_work, queue.running, spec.priority, timing, now)
-        floor_spec = spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"})
-        floor_plan = plan_job(floor_spec, timing, floor_ahead, card.workers, now)
-        if floor_plan.completion_at <= spec.deadline_at:
-            plan = floor_plan
-    if plan.budget is None:
-        if not spec.best_effort:
-            wait = retry_after(plan.fastest_completion_at - now, spec.deadline_at - now)
-            raise APIError(429, "deadline_unreachable",
-                           f"the deadline ({spec.deadline_at - now:.1f} s) cannot be met: the fastest this job "
-                           f"can finish is in {plan.fastest_completion_at - now:.1f} s (queue wait "
-                           f"{plan.wait_seconds:.1f} s at budget {spec.min_budget:g}); retry later, relax the "
-                           "deadline, or send best_effort=true", "deadline_s", type="rate_limit_error",
-                           headers={"Retry-After": str(wait)},
-                           extra={"predicted_seconds": round(plan.fastest_completion_at - now, 2)})
-        plan = plan_job(spec.model_copy(update={"budget": spec.min_budget or 1.0, "budget_source": "explicit"}),
-                        timing, ahead, card.workers, now)
-    spec.budget = plan.budget
-    record.predicted_service_seconds = round(plan.service_seconds, 3)
-    record.predicted_floor_seconds = round(timing.service_seconds(spec.steps, floor_budget(spec)), 3)
-    record.predicted_completion_at = plan.completion_at
-    spec.soft_time_limit = round(settings.time_limit_factor * plan.service_seconds + 60.0, 1)
-
-
-async def _planner_view(store, model: str, token: OwedRateToken | None) -> PlannerView:
-    """The SLA planner's view of ``model``'s queue; the caller's rate-limit token taken in the same
-    script when it is owed and the limiter shares the store's Redis."""
-    bucket = token.for_script() if token is not None else None
-    if bucket is None:
-        return await store.planner_view_async(model)
-    wait, view = await store.planner_view_rate_limited_async(model, bucket)
-    if wait > 0:
-        raise rate_limit_exceeded(wait)
-    return view
-
-
 def _get_record(store, video_id: str, api_key: str) -> JobRecord:
     """The job, if ``api_key`` may see it: another key's job is as absent as an unknown one (404, not
     403, so ids cannot be probed). A malformed id is never looked up."""
     _refuse_malformed_id(video_id)
     return _visible(store.get(video_id), video_id, api_key)
-
-
-async def _get_record_async(store, video_id: str, api_key: str) -> JobRecord:
-    _refuse_malformed_id(video_id)
-    return _visible(await store.get_async(video_id), video_id, api_key)
 
 
 def _refuse_malformed_id(video_id: str) -> None:
@@ -239,107 +190,68 @@ def _visible(record: JobRecord | None, video_id: str, api_key: str) -> JobRecord
     return record
 
 
-def _fused_bucket(state, digest: str) -> RateBucket | None:
-    """The caller's rate-limit bucket when a job-store script can take its token in the same round trip
-    (limits and store on one Redis); None otherwise, or when auth (and so limiting) is off."""
-    return state.limiter.bucket(digest) if digest and state.fused_rate_limits else None
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
 
 
-class OwedRateToken:
-    """A create's rate-limit token, not yet taken. With Redis limits and store, the SLA planner's queue
-    read takes it in the same script (``for_script``): one round trip fewer per create. Whatever would
-    answer before that read — a refusal (``take`` before it is raised), an image to decode — takes it
-    first, so every create still draws one token and a limited key hears 429 before any other refusal,
-    exactly as when the token is taken up front."""
-
-    def __init__(self, request: Request, digest: str):
-        self.request, self.digest = request, digest
-        self.bucket = _fused_bucket(request.app.state, digest)
-        self.owed = bool(digest)
-
-    def for_script(self) -> RateBucket | None:
-        """The bucket for a store script to take the token from (None: taken already, or not fusable)."""
-        if not (self.owed and self.bucket):
-            return None
-        self.owed = False
-        return self.bucket
-
-    async def take(self) -> None:
-        """Take the token now, if it is still owed (429 ``rate_limit_exceeded`` when the bucket is empty)."""
-        if self.owed:
-            self.owed = False
-            await enforce_rate_limit(self.request, self.digest)
+class DeletedVideo(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool
+    status: Literal["cancelled"] | None = None  # set when the call cancelled an active job instead
 
 
-@router.post("", openapi_extra=CREATE_OPENAPI)
-async def create_video(request: Request, api_key: ApiKey) -> JSONResponse:
-    return await _create_video(request, api_key, None)
-
-
-async def create_video_owing_token(request: Request) -> JSONResponse:
-    """``create_video`` with its key check, for ``HotRoutes``: the rate-limit token is taken as late as
-    the create's first Redis script (``OwedRateToken``): two round trips, not three (four while jobs
-    run, before the planner's view became one script). CPU per create in-process on Redis, alternating
-    runs: 1.16 / 1.27 / 1.51 → 1.03 / 1.13 / 1.15 ms with no job running, 2.14 / 2.16 → 1.61 / 1.54 ms
-    with five."""
-    digest = authenticate(request)
-    token = OwedRateToken(request, digest)
-    if token.bucket is None:  # nothing to fuse with: up front, as the dependency does
-        await token.take()
-    return await _create_video(request, digest, token)
-
-
-async def _create_video(request: Request, api_key: str, token: OwedRateToken | None) -> JSONResponse:
+@router.post("", response_model=VideoObject, openapi_extra=CREATE_OPENAPI,
+             responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503))
+async def create_video(request: Request, response: Response, api_key: ApiKey) -> VideoObject:
+    """Create a video job (JSON, or multipart with image files); it is queued at once and runs on a worker."""
     try:
-        return await _answer_create(request, api_key, token)
+        fields, images = await _read_create_body(request)
+        body = parse_create(fields)
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise APIError(400, "invalid_idempotency_key",
+                           f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+        record, created = await _accept_job(request.app.state, body, images, api_key, idempotency_key)
     except APIError as error:
-        if token is not None:
-            await token.take()  # a limited key's refusal is its 429, whatever else is wrong
-        if error.code != "rate_limit_exceeded":  # as on FastAPI's route, where the dependency refuses first
-            metrics.REJECTIONS.labels(error.code).inc()
+        metrics.REJECTIONS.labels(error.code).inc()
         raise
-
-
-async def _answer_create(request: Request, api_key: str, token: OwedRateToken | None) -> JSONResponse:
-    fields, images = await _read_create_body(request)
-    body = parse_create(fields)
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise APIError(400, "invalid_idempotency_key",
-                       f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-    record, created = await _accept_job(request.app.state, body, images, api_key, idempotency_key, token)
-    headers = {"openai-poll-after-ms": str(request.app.state.settings.poll_after_ms)}
+    response.headers["openai-poll-after-ms"] = str(request.app.state.settings.poll_after_ms)
     if created:
         metrics.SUBMISSIONS.labels(record.spec.model, record.spec.tier or "", record.spec.budget_source).inc()
     else:
-        headers["idempotent-replayed"] = "true"
-    return JSONResponse(video_object(record), headers=headers)
+        response.headers["idempotent-replayed"] = "true"
+    return VideoObject.of(record)
 
 
 async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_key: str,
-                      idempotency_key: str | None, token: OwedRateToken | None) -> tuple[JobRecord, bool]:
-    """Validate against the model, plan the budget, store and queue the job; the stored job (an
-    earlier one for a replayed idempotency key) and whether it is new. ``images``: the request's
-    first and last frames by field name; ``token``: the caller's rate-limit token, when it is still owed.
-
-    On the event loop, like a status poll: the store's reads and its one-trip create are awaited;
-    only images (decoding, their upload) and the once-a-second card refresh go to the thread pool."""
+                      idempotency_key: str | None) -> tuple[JobRecord, bool]:
+    """Validate against the model, plan the budget, store the job and publish it to the workers; the stored
+    job (an earlier one for a replayed idempotency key) and whether it is new. ``images``: the request's
+    first and last frames by field name."""
     settings, store, queue, storage = state.settings, state.store, state.queue, state.storage
     card = _find_card(await _live_cards(state), body.model, settings.default_model)
     job_id = new_job_id()
-    if images and token is not None:
-        await token.take()  # a limited key's image is refused before it is decoded
     pngs = {name: await run_in_threadpool(_normalise_image, data, name) for name, data in images.items()}
     keys = {"input_reference": input_key(job_id), "last_frame": last_frame_key(job_id)}
     spec = resolve_request(body, card, job_id, *(keys[name] if name in pngs else None for name in IMAGE_FIELDS))
-    record = JobRecord(spec=spec, owner=api_key)
-    shape = card.shape(spec.width, spec.height, spec.num_frames)
-    if shape.timing is not None:
-        _plan_deadline(record, card, shape.timing, await _planner_view(store, card.id, token), settings)
-    elif card.seconds_per_step:  # a worker without a timing model: no SLA planning, a generous limit
-        spec.soft_time_limit = round(settings.time_limit_factor * card.seconds_per_step * spec.steps + 60.0, 1)
-    if token is not None:
-        await token.take()
+    timing = card.shape(spec.width, spec.height, spec.num_frames).timing
+    view = await store.planner_view_async(card.id) if timing is not None else None
+    try:
+        # the workers cap an SLA budget by the load their heartbeat saw: the gateway predicts the same
+        plan = plan_at_submit(spec, timing, view, card.workers, card.arrival_rate, time.time(),
+                              settings.time_limit_factor, card.seconds_per_step)
+    except DeadlineUnreachable as unreachable:
+        raise APIError(429, "deadline_unreachable", f"{unreachable}; retry later, relax the deadline, or send "
+                       "best_effort=true", "deadline_s", type="rate_limit_error",
+                       headers={"Retry-After": str(unreachable.retry_after)},
+                       extra={"predicted_seconds": round(unreachable.fastest_seconds, 2)}) from None
+    record = JobRecord(spec=spec, plan=plan, owner=api_key)
+    record.published_at = record.created_at
 
     body_hash = None
     if idempotency_key:
@@ -352,10 +264,8 @@ async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_ke
         await run_in_threadpool(storage.put_bytes, keys[name], png, "image/png")
     created = False
     try:
-        # the job and its queue message, in one transaction: queued if and only if stored
         stored, created = await store.create_async(record, idempotency_key, body_hash,
-                                                   settings.max_active_jobs_per_key if api_key else 0,
-                                                   queue.message(spec))
+                                                   settings.max_active_jobs_per_key if api_key else 0)
     except IdempotencyConflict as conflict:
         raise APIError(409, "idempotency_key_reused", "Idempotency-Key was already used with a different "
                        f"request body (job {conflict.job_id})", extra={"video_id": conflict.job_id}) from None
@@ -366,71 +276,47 @@ async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_ke
     finally:
         if pngs and not created:  # refused, failed or replayed: no job owns the uploaded images
             await run_in_threadpool(storage.delete_prefix, f"videos/{job_id}/")
+    if created:
+        try:
+            await run_in_threadpool(queue.publish, stored)
+        except Exception as error:  # stored, so not lost: a worker's reconciler publishes it again
+            log.warning("job %s stored but not published (%s: %s); the reconciler will publish it", job_id,
+                        type(error).__name__, error)
     return stored, created
 
 
-@router.get("")
+@router.get("", response_model=VideoList, responses=error_responses(401, 422, 429, 503))
 def list_videos(
     request: Request,
     api_key: ApiKey,
-    after: str | None = None,
+    after: Annotated[str | None, Query(description="the id of the last video of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
-) -> dict[str, Any]:
+) -> VideoList:
+    """The caller's videos, newest first by default, a page at a time."""
     store = request.app.state.store
     if after is not None and not is_job_id(after):
         records, has_more = [], False  # names no job, like an unknown id
     else:
         records, has_more = store.list(limit, after, newest_first=order == "desc", owner=api_key or None)
-    data = [video_object(record) for record in records]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
+    data = [VideoObject.of(record) for record in records]
+    return VideoList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                     has_more=has_more)
 
 
-@router.get("/{video_id}", response_model=dict[str, Any])
-async def retrieve_video(video_id: str, request: Request, api_key: ApiKey) -> JSONResponse:
-    # the most frequent call (clients poll it): async, so a poll never waits for (nor pays for) a
-    # thread-pool trip; a JSONResponse skips FastAPI's re-encoding of the plain-JSON object
-    return _status_response(request, await _get_record_async(request.app.state.store, video_id, api_key))
+@router.get("/{video_id}", response_model=VideoObject, responses=error_responses(401, 404, 429, 503))
+async def retrieve_video(video_id: str, request: Request, response: Response, api_key: ApiKey) -> VideoObject:
+    """A video's status, progress and figures; clients poll it (``openai-poll-after-ms`` says how often)."""
+    _refuse_malformed_id(video_id)
+    record = _visible(await request.app.state.store.get_async(video_id), video_id, api_key)
+    if not record.status.terminal:
+        response.headers["openai-poll-after-ms"] = str(request.app.state.settings.poll_after_ms)
+    return VideoObject.of(record)
 
 
-async def poll_video(video_id: str, request: Request) -> JSONResponse:
-    """``retrieve_video`` with its key check, for ``HotRoutes``. With Redis limits and store, the job
-    store's read script takes the rate-limit token first: one command, one round trip (a poll's CPU
-    0.77 → 0.61 ms in-process, medians of three alternating runs). Otherwise the check and the read are
-    awaited together, one event-loop wake-up instead of two (0.78 → 0.66 ms). Either way the same
-    answers, a 429 before a 404 or 503, as in sequence."""
-    digest = authenticate(request)
-    if not is_job_id(video_id):  # never looked up
-        await enforce_rate_limit(request, digest)
-        _refuse_malformed_id(video_id)
-    state = request.app.state
-    if bucket := _fused_bucket(state, digest):
-        # on Redis the token and the record come back from one script: one round trip, not two
-        wait, record = await state.store.get_rate_limited_async(video_id, bucket)
-        if wait > 0:
-            raise rate_limit_exceeded(wait)
-        return _status_response(request, _visible(record, video_id, digest))
-    limited, record = await asyncio.gather(enforce_rate_limit(request, digest),
-                                           request.app.state.store.get_async(video_id), return_exceptions=True)
-    for outcome in (limited, record):
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return _status_response(request, _visible(record, video_id, digest))
-
-
-def _status_response(request: Request, record: JobRecord) -> JSONResponse:
-    headers = None if record.status.terminal else {"openai-poll-after-ms": str(request.app.state.settings.poll_after_ms)}
-    return JSONResponse(video_object(record), headers=headers)
-
-
-@router.delete("/{video_id}")
-def delete_video(video_id: str, request: Request, api_key: ApiKey) -> dict[str, Any]:
+@router.delete("/{video_id}", response_model=DeletedVideo, response_model_exclude_none=True,
+                responses=error_responses(401, 404, 429, 503))
+def delete_video(video_id: str, request: Request, api_key: ApiKey) -> DeletedVideo:
     """An active job is cancelled (its record stays, status ``cancelled``); a finished one is deleted
     with its files."""
     _, store, _, storage = _services(request)
@@ -438,15 +324,19 @@ def delete_video(video_id: str, request: Request, api_key: ApiKey) -> dict[str, 
     if not record.status.terminal:
         record = store.cancel(video_id) or record
         if record.status == JobStatus.cancelled:
-            return {"id": video_id, "object": "video.deleted", "deleted": False, "status": "cancelled"}
+            return DeletedVideo(id=video_id, deleted=False, status="cancelled")
     storage.delete_prefix(f"videos/{video_id}/")
     store.delete(video_id)
-    return {"id": video_id, "object": "video.deleted", "deleted": True}
+    return DeletedVideo(id=video_id, deleted=True)
 
 
-@router.get("/{video_id}/content")
+@router.get("/{video_id}/content", response_class=FileResponse,
+            responses={200: {"content": {"video/mp4": {}}, "description": "the MP4"},
+                       307: {"description": "a presigned URL of the MP4 in object storage"},
+                       **error_responses(401, 404, 409, 410, 422, 429, 503)})
 def download_video(video_id: str, request: Request, api_key: ApiKey,
                    variant: Literal["video", "thumbnail", "spritesheet"] = "video") -> Response:
+    """The finished MP4: streamed from local storage, or a redirect to a presigned S3 URL."""
     settings, store, _, storage = _services(request)
     record = _get_record(store, video_id, api_key)
     if variant != "video":
@@ -464,48 +354,3 @@ def download_video(video_id: str, request: Request, api_key: ApiKey,
         raise APIError(404, "video_content_missing", f"the MP4 of {video_id!r} is missing from storage",
                        type="server_error")
     return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4")
-
-
-class HotRoutes:
-    """Creates and status polls, nearly every request a gateway serves, go straight to their route
-    functions (a poll to ``poll_video``), past FastAPI's routing, dependency solving and inner
-    middleware: those layers cost ~0.3 ms of CPU per poll and ~0.65 ms per create here, measured
-    in-process (docs/benchmarks.md).
-
-    The same functions answer with the same errors: an ``APIError`` or Starlette ``HTTPException`` goes
-    to the app's own handler for it; anything else propagates to its server-error handler, as it
-    would from the route. ``scope["route"]`` is the route's, for the metrics. Any other request, and
-    any under a ``root_path`` (a proxy's prefix, which routing strips), takes the usual way.
-    Ordered inside CORS and ``GatewayMiddleware``, so body limits and metrics apply as before."""
-
-    def __init__(self, app):
-        self.app = app
-        by_endpoint = {route.endpoint: route for route in router.routes}
-        self.create_route, self.retrieve_route = by_endpoint[create_video], by_endpoint[retrieve_video]
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("root_path"):
-            return await self.app(scope, receive, send)
-        path, method = scope["path"], scope["method"]
-        video_id = path[len(PREFIX) + 1:] if path.startswith(PREFIX + "/") else ""
-        if method == "POST" and path == PREFIX:
-            scope["route"] = self.create_route
-        elif method == "GET" and video_id and "/" not in video_id:
-            scope["route"] = self.retrieve_route
-        else:
-            return await self.app(scope, receive, send)
-        request = Request(scope, receive)
-        try:
-            if method == "POST":
-                response = await create_video_owing_token(request)
-            else:
-                response = await poll_video(video_id, request)
-        except (APIError, HTTPException) as error:
-            response = await self._handler_for(scope["app"], error)(request, error)
-        finally:
-            await request.close()  # a multipart body's spooled files
-        await response(scope, receive, send)
-
-    @staticmethod
-    def _handler_for(app, error: Exception):
-        return next(app.exception_handlers[cls] for cls in type(error).__mro__ if cls in app.exception_handlers)

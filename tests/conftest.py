@@ -2,11 +2,26 @@ import os
 
 import pytest
 
-# Tests run on 2 CPU cores next to other work; keep torch from oversubscribing them.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests share the machine's cores with the services they start (and whatever else runs): a torch
+# thread pool as wide as the machine stalls on every busy core, one thread does not.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# layers by folder or file: each starts real processes (a stack, a benchmark run) and takes seconds a test
+LAYERS = {
+    "integration": ("tests/integration/",),
+    "reliability": ("tests/reliability/",),
+    "bench": ("tests/cli/test_bench_", "tests/reliability/test_load_bench.py", "tests/models/test_gpu_speed_script.py"),
+}
 
 
 def pytest_collection_modifyitems(config, items):
+    root = str(config.rootpath) + "/"
+    for item in items:
+        path = str(item.path).removeprefix(root)
+        for marker, prefixes in LAYERS.items():
+            if path.startswith(prefixes):
+                item.add_marker(marker)
     try:
         import torch
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hsa_video.benchmarks import processes
-from hsa_video.benchmarks.processes import (
+from hsa_video.harness import processes
+from hsa_video.harness.processes import (
     Process,
     free_port,
     hsa_video_command,

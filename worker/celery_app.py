@@ -2,8 +2,11 @@
 
 Started by ``hsa-video worker --model tiny`` (or ``celery -A worker.celery_app worker -Q hsa.tiny``
 with ``HSA_MODEL=tiny``). Delivery is at-least-once: ``acks_late`` + reject on worker lost
-re-queue a job whose worker died, prefetch 1 keeps queued jobs visible to other workers, and the
-pipeline's deterministic output keys make the re-run idempotent. Messages are JSON only.
+re-queue a job whose pool process died, prefetch 1 keeps queued jobs visible to other workers, and
+the pipeline's deterministic output keys make a re-run idempotent. A message is JSON naming the job
+and its queue entry's generation; the job itself is read from the store. What Celery cannot do
+itself (a message lost before it was queued, a whole worker lost) the main process's reconciler
+does (``worker/reconciler.py``).
 
 Each worker process loads its model once, in a thread started by ``worker_process_init`` (so the
 process answers the parent's liveness check while weights load), then heartbeats its model card.
@@ -29,8 +32,8 @@ import time
 from celery import Celery, Task, signals
 from celery.exceptions import TimeLimitExceeded
 
-from server.queues import BROKER_TRANSPORT_OPTIONS, SHADOW_TASK_NAME, TASK_NAME
-from server.settings import ServiceSettings
+from jobs.queues import BROKER_TRANSPORT_OPTIONS, SHADOW_TASK_NAME, TASK_NAME
+from jobs.settings import ServiceSettings
 
 log = logging.getLogger("hsa.worker")
 
@@ -77,8 +80,8 @@ class _ProcessState:
 
     def _load(self) -> None:
         try:
-            from server import metrics
-            from server.settings import open_job_store_for, open_object_store
+            from jobs import metrics
+            from jobs.settings import open_job_store_for, open_object_store
 
             from .pipeline import JobPipeline
             from .registration import Heartbeat
@@ -95,7 +98,6 @@ class _ProcessState:
             self.shadow = ShadowReference(runner, store, storage)
             self.pipeline = JobPipeline(runner, store, storage, settings, submit_shadow=_queue_shadow)
             self.heartbeat = Heartbeat(store, runner.card, settings.worker_heartbeat_seconds).start()
-            self.reaper = OrphanReaper(store, model, settings).start()
             log.info("model %s loaded; serving queue hsa.%s", model, model)
         except BaseException as error:
             log.exception("model failed to load")
@@ -118,27 +120,6 @@ def worker_identity() -> str:
     """This worker as running jobs name it (``claim``): host and main process id. Set in the main
     process before the pool forks, so pool processes (and the solo pool's main process) agree."""
     return os.environ.setdefault(WORKER_IDENTITY_ENV, f"{socket.gethostname()}-{os.getpid()}")
-
-
-class WorkerAliveBeat:
-    """The worker's main process says it is alive, every heartbeat interval, for 3 intervals. Jobs are
-    claimed in its name, so a pool process crash (which Celery itself recovers from) does not make them
-    orphans; only the death of the whole worker does."""
-
-    def __init__(self, settings: ServiceSettings):
-        from server.settings import open_job_store_for
-
-        self.store, self.interval = open_job_store_for(settings), settings.worker_heartbeat_seconds
-        self.identity = worker_identity()
-        threading.Thread(target=self._loop, name="hsa-worker-alive", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.store.mark_worker_alive(self.identity, ttl_seconds=3 * self.interval)
-            except Exception as error:  # the store may be briefly unreachable; keep beating
-                log.warning("worker heartbeat failed: %s", error)
-            time.sleep(self.interval)
 
 
 _state = _ProcessState()
@@ -166,9 +147,12 @@ def _import_model_code_before_forking(**_) -> None:
 
 
 @signals.worker_ready.connect
-def _beat_while_alive(**_) -> None:
-    if ServiceSettings().redis_url:  # the claims and the reaper exist for the Redis deployment
-        WorkerAliveBeat(ServiceSettings())
+def _reconcile_while_alive(**_) -> None:
+    from .reconciler import Reconciler
+
+    settings = ServiceSettings()
+    if settings.redis_url:  # the Celery deployment's: the embedded worker's store is its queue
+        Reconciler(settings, settings.model, worker_identity()).start()
 
 
 @signals.worker_process_init.connect
@@ -182,41 +166,6 @@ def _stop_heartbeat(**_) -> None:
         _state.heartbeat.stop()
 
 
-class OrphanReaper:
-    """Re-queues the jobs of workers that died whole (main process and pool at once, or their host).
-
-    Celery re-queues the job of a lost pool process by itself, but when the worker's main process dies
-    too, the job's message waits in Redis for the 6 h visibility timeout. Every running job names the
-    worker that runs it (``claim``), whose main process keeps a heartbeat (``WorkerAliveBeat``); once
-    that has expired, any live worker of the model moves the job back to ``queued`` (compare-and-set:
-    one reaper wins) and sends it again. The stale message, re-delivered hours later, finds the job
-    finished and is skipped.
-    """
-
-    def __init__(self, store, model: str, settings: ServiceSettings):
-        self.store, self.model, self.settings = store, model, settings
-        self._stop = threading.Event()
-
-    def start(self) -> "OrphanReaper":
-        threading.Thread(target=self._loop, name="hsa-orphan-reaper", daemon=True).start()
-        return self
-
-    def _loop(self) -> None:
-        from server.queues import CeleryJobQueue
-
-        queue = CeleryJobQueue(self.settings.redis_url)
-        while not self._stop.wait(self.settings.worker_heartbeat_seconds):
-            try:
-                for record in self.store.orphaned_jobs(self.model):
-                    if self.store.requeue(record, queue.message(record.spec)):
-                        log.warning("job %s re-queued: its worker stopped heartbeating", record.id)
-            except Exception as error:  # the store may be briefly unreachable; try again next beat
-                log.warning("orphan check failed: %s", error)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 class GenerateVideoTask(Task):
     _store = None  # the main process's own job store connection, opened on the first hard timeout
 
@@ -224,15 +173,15 @@ class GenerateVideoTask(Task):
         # Celery calls this in the worker's main process after killing a pool process at the hard
         # limit; the job would otherwise stay in_progress forever (the task is acknowledged, not retried)
         if isinstance(exc, TimeLimitExceeded):
-            fail_after_hard_time_limit(self, task_id, exc)
+            fail_after_hard_time_limit(self, args[0]["job_id"], exc)
 
 
 def fail_after_hard_time_limit(task: GenerateVideoTask, job_id: str, exc: TimeLimitExceeded) -> None:
-    from server import metrics
-    from server.jobs import ErrorInfo, JobStatus
-    from server.schemas import video_object
-    from server.settings import open_job_store_for
-    from server.webhooks import deliver, event_payload
+    from jobs import metrics
+    from jobs.public import video_object
+    from jobs.records import ErrorInfo, JobStatus
+    from jobs.settings import open_job_store_for
+    from jobs.webhooks import deliver, event_payload
 
     settings = ServiceSettings()
     if task._store is None:
@@ -260,16 +209,16 @@ def generate_video(self, message: dict) -> str:
     _state.start_loading()  # solo/threads pools have no worker_process_init: load on first use
     if not _state.ready.wait(MODEL_LOAD_TIMEOUT_SECONDS) or _state.pipeline is None:
         raise RuntimeError(f"model not available in this worker: {_state.error}")
-    _state.pipeline.store.claim(message["job_id"], worker_identity())  # for OrphanReaper
-    return _state.pipeline.run(message)
+    _state.pipeline.store.claim(message["job_id"], worker_identity())  # for the reconciler's orphan check
+    return _state.pipeline.run(message["job_id"], message.get("generation"))
 
 
 def _queue_shadow(spec) -> None:
-    from server.queues import queue_name
+    from jobs.queues import queue_name
 
     from .shadow import SHADOW_PRIORITY
 
-    shadow_reference.apply_async(args=[spec.model_dump(mode="json")], queue=queue_name(spec.model),
+    shadow_reference.apply_async(args=[{"job_id": spec.job_id}], queue=queue_name(spec.model),
                                  priority=SHADOW_PRIORITY)
 
 
@@ -279,4 +228,4 @@ def shadow_reference(message: dict) -> None:
     _state.start_loading()
     if not _state.ready.wait(MODEL_LOAD_TIMEOUT_SECONDS) or _state.shadow is None:
         raise RuntimeError(f"model not available in this worker: {_state.error}")
-    _state.shadow.run(message)
+    _state.shadow.run(message["job_id"])

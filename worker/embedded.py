@@ -12,9 +12,9 @@ import threading
 import time
 from collections import deque
 
-from server import metrics
-from server.settings import ServiceSettings, open_object_store
-from server.stores.sqlite_store import SqliteJobStore
+from jobs import metrics
+from jobs.settings import ServiceSettings, open_object_store
+from jobs.stores.sqlite_store import SqliteJobStore
 
 from .pipeline import JobPipeline
 from .registration import Heartbeat
@@ -39,10 +39,10 @@ def run_embedded_worker(settings: ServiceSettings, stop: threading.Event | None 
     storage = open_object_store(settings)
     # shadow references wait in memory and run only when no job is queued (the lowest priority); the
     # ones pending at shutdown are dropped — they are samples, not work anyone waits for
-    shadows: deque[dict] = deque(maxlen=MAX_PENDING_SHADOWS)
+    shadows: deque[str] = deque(maxlen=MAX_PENDING_SHADOWS)  # job ids
     shadow = ShadowReference(runner, store, storage)
     pipeline = JobPipeline(runner, store, storage, settings,
-                           submit_shadow=lambda spec: shadows.append(spec.model_dump(mode="json")))
+                           submit_shadow=lambda spec: shadows.append(spec.job_id))
     requeued = store.requeue_in_progress([model])
     if requeued:
         log.warning("re-queued %d job(s) left in progress by a previous run", requeued)
@@ -57,7 +57,7 @@ def run_embedded_worker(settings: ServiceSettings, stop: threading.Event | None 
                 else:
                     stop.wait(POLL_SECONDS)
                 continue
-            pipeline.run(record.spec.model_dump(mode="json"))
+            pipeline.run(record.id)
     finally:
         heartbeat.stop()
         for thread in pipeline.webhook_threads:

@@ -10,20 +10,18 @@ re-delivered after a worker died simply runs again: its output key is the same, 
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from server import metrics
-from server.jobs import ErrorInfo, JobRecord, JobSpec, JobStatus, latents_key, output_key
-from server.schemas import video_object
-from server.settings import ServiceSettings
-from server.sla import choose_budget, load_capped_budget, queued_behind, recent_arrival_rate, seconds_allowed
-from server.webhooks import deliver, event_payload
+from jobs import metrics
+from jobs.public import video_object
+from jobs.records import ErrorInfo, JobRecord, JobStatus, latents_key, output_key
+from jobs.settings import ServiceSettings
+from jobs.sla import budget_while_running, plan_at_start, recent_arrival_rate, replanned
+from jobs.webhooks import deliver, event_payload
 
 from .runners import DecodeFailed, InputImages
 from .shadow import wants_shadow
@@ -53,40 +51,28 @@ def error_code(error: BaseException) -> str:
     return "internal_error"
 
 
-def load_images(storage, spec: JobSpec) -> InputImages:
-    """The job's first and last frames from storage, as RGB PIL images (the gateway stored them as PNG)."""
-    from PIL import Image
-
-    def load(key: str | None):
-        if key is None:
-            return None
-        with Image.open(io.BytesIO(storage.get_bytes(key))) as image:
-            return image.convert("RGB")
-
-    return InputImages(first=load(spec.input_key), last=load(spec.last_frame_key))
-
-
 class JobPipeline:
     def __init__(self, runner, store, storage, settings: ServiceSettings, submit_shadow=None):
         self.runner, self.store, self.storage, self.settings = runner, store, storage, settings
         self.submit_shadow = submit_shadow  # queues a shadow reference run (worker/shadow.py), if any
         self.webhook_threads: list[threading.Thread] = []
 
-    def run(self, message: dict[str, Any]) -> str:
-        """Run the job in ``message`` (a JobSpec as JSON); returns its final status."""
-        spec = JobSpec.model_validate(message)
-        status = self._run(spec)
+    def run(self, job_id: str, generation: int | None = None) -> str:
+        """Run the stored job ``job_id`` (a message of queue-entry ``generation``; None: the store is the
+        queue); returns its final status, or "skipped"."""
+        status = self._run(job_id, generation)
         if status != "skipped":
-            record = self.store.get(spec.job_id)
+            record = self.store.get(job_id)
             if record is not None:
                 metrics.observe_job(record)
         return status
 
-    def _run(self, spec: JobSpec) -> str:
-        record = self.store.start(spec.job_id)
+    def _run(self, job_id: str, generation: int | None) -> str:
+        record = self.store.start(job_id, generation)
         if record is None:
-            log.info("job %s skipped: cancelled or deleted before it started", spec.job_id)
+            log.info("job %s skipped: cancelled, deleted or published again since this message", job_id)
             return "skipped"
+        spec = record.spec
         if record.attempts > MAX_ATTEMPTS:
             return self._fail(record, "worker_lost", f"the job was started {MAX_ATTEMPTS} times and never finished")
         log.info("job %s started (attempt %d)", spec.job_id, record.attempts)
@@ -99,7 +85,7 @@ class JobPipeline:
             return JobStatus.cancelled.value
         except Exception as error:  # a job-level failure: fail the job, keep the worker
             if type(error).__name__ == "SoftTimeLimitExceeded" or isinstance(error, JobDeadlineExceeded):
-                message = f"the job ran past its time limit of {spec.soft_time_limit} s"
+                message = f"the job ran past its time limit of {record.plan.soft_time_limit} s"
             else:
                 log.exception("job %s failed", spec.job_id)
                 message = f"{type(error).__name__}: {error}"
@@ -109,9 +95,10 @@ class JobPipeline:
     def _generate(self, record: JobRecord) -> None:
         spec = record.spec
         started = time.perf_counter()
-        deadline = None if spec.soft_time_limit is None else time.monotonic() + spec.soft_time_limit
+        limit = record.plan.soft_time_limit
+        deadline = None if limit is None else time.monotonic() + limit
 
-        images = load_images(self.storage, spec)
+        images = InputImages.from_storage(self.storage, spec)
         record.timings["load_input"] = round(time.perf_counter() - started, 4)
 
         def on_step(done: int, total: int) -> None:
@@ -121,11 +108,11 @@ class JobPipeline:
                 raise JobDeadlineExceeded(spec.job_id)
             self.store.set_progress(spec.job_id, DENOISE_PROGRESS * done / total)
 
-        submitted_budget = spec.budget
+        submitted_budget = record.plan.budget
         replan = self._plan_at_start(record)
         mark = time.perf_counter()
         try:
-            clip = self.runner.generate(spec, images, on_step, replan)
+            clip = self.runner.generate(spec, record.plan.budget, images, on_step, replan)
         except DecodeFailed as failure:  # the sampling work is kept: its latents go next to the video
             key = latents_key(spec.job_id)
             self.storage.put_bytes(key, failure.latents, "application/octet-stream")
@@ -170,37 +157,22 @@ class JobPipeline:
                 log.warning("could not queue the shadow reference of job %s: %s", spec.job_id, error)
 
     def _plan_at_start(self, record: JobRecord):
-        """Re-plan an SLA job's budget from the time actually left and the queue behind it, and return
-        the in-flight controller that re-plans the rest of the budget at HSA's refresh points."""
+        """Re-plan a deadline job's budget as it starts (``record.plan``), and return the controller that
+        re-plans the rest of it at HSA's re-allocation points, if it needs one (``jobs/sla.py`` decides both)."""
         spec = record.spec
         timing = self.runner.timing_for(spec)
-        if spec.budget_source != "sla" or timing is None or spec.deadline_at is None:
+        if not replanned(spec, timing):
             return None
-        floor = spec.min_budget or 1.0
-        fixed = timing.job_seconds_fixed  # decode, MP4 and upload: after the last step
-
-        def allowed_seconds(remaining_min_seconds: float) -> tuple[float, bool]:
-            now = time.time()
-            queued, running = queued_behind(self.store.active_jobs(spec.model), spec.job_id, timing, now)
-            allowed = seconds_allowed(now, spec.deadline_at, remaining_min_seconds, queued, running,
-                                      self._workers(spec.model))
-            return allowed, bool(queued)
-
-        allowed, queue_behind = allowed_seconds(timing.service_seconds(spec.steps, floor))
-        spec.budget = min(choose_budget(allowed, 0.0, timing, spec.steps, floor) or floor,
-                          load_capped_budget(recent_arrival_rate(self.store, spec.model, time.time()),
-                                             self._workers(spec.model), timing, spec.steps, floor))
-        if spec.budget >= 1.0 and not queue_behind and timing.service_seconds(spec.steps, 1.0) < 0.5 * allowed:
-            return None  # idle queue, plenty of time: run the plain full-budget path, no controller
+        now = time.time()
+        record.plan, controlled = plan_at_start(spec, record.plan, timing, self.store.active_jobs(spec.model),
+                                                self._workers(spec.model),
+                                                recent_arrival_rate(self.store, spec.model, now), now)
+        if not controlled:
+            return None
 
         def replan(step: int, elapsed: float) -> float | None:
-            if timing.step_seconds_per_budget <= 0:
-                return None
-            remaining_steps = spec.steps - step
-            least = timing.factor * remaining_steps * (timing.step_seconds_fixed + timing.step_seconds_per_budget * floor)
-            allowed, _ = allowed_seconds(least + fixed)
-            per_step = (allowed - fixed) / (timing.factor * remaining_steps) - timing.step_seconds_fixed
-            return max(floor, min(1.0, per_step / timing.step_seconds_per_budget))
+            return budget_while_running(spec, timing, step, self.store.active_jobs(spec.model),
+                                        self._workers(spec.model), time.time())
 
         return replan
 

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from server.sla import recent_arrival_rate
+from jobs.sla import recent_arrival_rate
 
 log = logging.getLogger("hsa.worker")
 

@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from server import metrics
-from server.jobs import JobRecord, JobSpec, JobStatus
+from jobs import metrics
+from jobs.records import JobRecord, JobSpec, JobStatus
+
+from .runners import InputImages
 
 log = logging.getLogger("hsa.worker")
 
@@ -50,19 +52,17 @@ class ShadowReference:
     def __init__(self, runner, store, storage):
         self.runner, self.store, self.storage = runner, store, storage
 
-    def run(self, message: dict) -> dict | None:
-        """Re-run the job in ``message`` at full budget and score its served video; returns the scores,
-        or None when the job or its video is gone (deleted meanwhile)."""
+    def run(self, job_id: str) -> dict | None:
+        """Re-run the job ``job_id`` at full budget and score its served video; returns the scores, or None
+        when the job or its video is gone (deleted meanwhile)."""
         from hsa_core.media import read_mp4, to_uint8
         from hsa_core.quality import clip_fidelity
 
-        from .pipeline import load_images
-
-        spec = JobSpec.model_validate(message)
-        record = self.store.get(spec.job_id)
+        record = self.store.get(job_id)
         if record is None or record.status != JobStatus.completed or record.output_key is None:
-            metrics.SHADOW_RUNS.labels(spec.model, "skipped").inc()
+            metrics.SHADOW_RUNS.labels(self.runner.name, "skipped").inc()
             return None
+        spec = record.spec
         started = time.perf_counter()
         try:
             served_bytes = self.storage.get_bytes(record.output_key)
@@ -70,8 +70,7 @@ class ShadowReference:
             metrics.SHADOW_RUNS.labels(spec.model, "skipped").inc()
             return None
         try:
-            reference_spec = spec.model_copy(update={"budget": 1.0, "budget_source": "explicit"})
-            clip = self.runner.generate(reference_spec, load_images(self.storage, spec), lambda done, total: None).frames
+            clip = self.runner.generate(spec, 1.0, InputImages.from_storage(self.storage, spec), lambda done, total: None).frames
             with tempfile.TemporaryDirectory(prefix="hsa-shadow-") as folder:
                 served_path = Path(folder) / "served.mp4"
                 served_path.write_bytes(served_bytes)
@@ -85,7 +84,7 @@ class ShadowReference:
             log.exception("shadow reference of job %s failed", spec.job_id)
             metrics.SHADOW_RUNS.labels(spec.model, "failed").inc()
             return None
-        budget = record.stats.get("budget", record.spec.budget)
+        budget = record.stats.get("budget", record.plan.budget)
         bucket = metrics.budget_bucket(budget)
         metrics.SHADOW_PSNR.labels(spec.model, bucket).observe(psnr)
         metrics.SHADOW_SSIM.labels(spec.model, bucket).observe(ssim)

@@ -145,8 +145,8 @@ def summarise(rate: float, load: float, workers: int, policy: str, submissions: 
         "met": len(met),
         "attainment": round(len(met) / len(submissions), 4) if submissions else None,
         "attainment_of_accepted": round(len(met) / len(records), 4) if records else None,
-        "mean_budget": _mean([r.stats.get("budget", r.spec.budget) for r in completed]),
-        "mean_budget_at_submission": _mean([r.stats.get("budget_at_submission", r.spec.budget) for r in completed]),
+        "mean_budget": _mean([r.stats.get("budget", r.plan.budget) for r in completed]),
+        "mean_budget_at_submission": _mean([r.stats.get("budget_at_submission", r.plan.budget) for r in completed]),
         "mean_achieved_compute_fraction": _mean([r.stats.get("achieved_compute_fraction") for r in completed]),
         "p50_s": _round(percentile(durations, 50)), "p95_s": _round(percentile(durations, 95)),
         "prediction_error_p50": _round(percentile(errors, 50)), "prediction_error_p95": _round(percentile(errors, 95)),
@@ -158,10 +158,10 @@ def prediction_errors(completed: list) -> list[float]:
     """|predicted − actual| / actual of each job's completion time, as predicted at submission."""
     errors = []
     for record in completed:
-        if record.predicted_completion_at is None:
+        if record.plan.predicted_completion_at is None:
             continue
         actual = record.completed_at - record.created_at
-        predicted = record.predicted_completion_at - record.created_at
+        predicted = record.plan.predicted_completion_at - record.created_at
         errors.append(abs(predicted - actual) / actual)
     return errors
 
@@ -208,13 +208,13 @@ def served_timing(store, size: str):
 
 
 def run_stack(workers: int, args, progress) -> tuple[list[dict], dict]:
-    from server.stores.redis_store import RedisJobStore
-
-    from .stack import LocalStack
+    from ..harness.stack import started_stack
 
     with tempfile.TemporaryDirectory(prefix="hsa-bench-sla-") as folder, \
-            LocalStack(Path(folder), workers=workers) as stack:
-        store = RedisJobStore(stack.redis_url)
+            started_stack(Path(folder), None, api_key=None) as stack:
+        stack.start_worker(concurrency=workers)
+        stack.wait_for_workers(workers)
+        store = stack.store
         timing = served_timing(store, args.size)
         predicted_service = timing.service_seconds(args.steps, 1.0)
         full_service = measure_service(stack.base_url, store, workers, args)
@@ -240,7 +240,6 @@ def run_stack(workers: int, args, progress) -> tuple[list[dict], dict]:
                 row["deadline_s"] = deadline_s
                 rows.append(row)
                 progress(row)
-        store.close()
         return rows, calibration
 
 

@@ -2,9 +2,8 @@
 
 uvicorn's own ``--workers`` shares one socket among its processes, and whichever process wakes first
 accepts every connection waiting: keep-alive clients that connect together (a proxy's pool, a load
-generator) land mostly on one process. Measured here with 64 connections to 2 processes: 39/25,
-42/22, 55/9, 42/22, 36/28 in five tries, one core busy while the other idles, and the busy one's
-queue is the gateway's p99. With ``SO_REUSEPORT`` every process has its own socket on the same
+generator) land mostly on one process, one core busy while another idles, and the busy one's queue
+becomes the gateway's p99. With ``SO_REUSEPORT`` every process has its own socket on the same
 port and Linux spreads new connections over them by a hash of each connection's addresses (other
 kernels may not balance a reuse-port group: the server's target is Linux containers).
 
@@ -22,7 +21,7 @@ import socket
 import threading
 import time
 
-from .serve import RESTART_BACKOFF_SECONDS  # the embedded worker's restart policy too
+from .supervision import RESTART_BACKOFF_SECONDS
 
 log = logging.getLogger("hsa.serve")
 

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.settings import hash_api_key
+    from jobs.settings import hash_api_key
 
     key = args.key or "sk-hsa-" + secrets.token_urlsafe(32)
     if not args.key:

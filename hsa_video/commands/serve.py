@@ -12,15 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import subprocess
 import sys
-import threading
+
+from .supervision import WorkerSupervisor
 
 log = logging.getLogger("hsa.serve")
-
-RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
-CONFIGURATION_ERROR = 2  # hsa-video's exit code for a setting, a model directory or a request it refuses
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .worker import add_model_arguments
@@ -30,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-worker", action="store_true", help="run only the gateway, even without a broker")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-access-log", action="store_true",
-                        help="no log line per HTTP request (a sixth of the gateway's CPU per request at 200 req/s); for "
+                        help="no log line per HTTP request (formatting it is a good part of a request's CPU); for "
                              "deployments whose proxy or load balancer keeps the access log")
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway processes sharing the port, each on its own SO_REUSEPORT socket (default 1; "
@@ -38,53 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)  # the embedded worker's
 
 
-class WorkerSupervisor:
-    """Keeps the embedded worker running: restarts it with backoff if it dies."""
-
-    def __init__(self, command: list[str]):
-        self.command = command
-        self.process: subprocess.Popen | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
-
-    def start(self) -> "WorkerSupervisor":
-        self.process = subprocess.Popen(self.command)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            code = self.process.wait()
-            if self._stop.is_set():
-                return
-            if code == CONFIGURATION_ERROR:  # it said why on its way out; restarting cannot help
-                log.error("embedded worker cannot start (exit code %s, see its error above); not restarting", code)
-                return
-            delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
-            log.error("embedded worker exited with code %s; restarting in %s s", code, delay)
-            if self._stop.wait(delay):
-                return
-            failures += 1
-            self.process = subprocess.Popen(self.command)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
 def _exit_gracefully(signum, frame) -> None:
     raise SystemExit(0)
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.multiprocess import prepare_multiprocess_dir
-    from server.settings import ServiceSettings
+    from jobs.multiprocess import prepare_multiprocess_dir
+    from jobs.settings import ServiceSettings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServiceSettings()

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_settings(args: argparse.Namespace):
     """The service settings with the command line's model options over the environment's, validated,
     and exported to this process's environment for the processes it starts."""
-    from server.settings import ServiceSettings
+    from jobs.settings import ServiceSettings
 
     given = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name, None) is not None}
     settings = ServiceSettings(**given)  # pydantic's errors name the option and the value
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     check_model_setup(settings)  # a missing or incomplete model directory stops here, in one line
     model = settings.model
     if settings.redis_url:
-        from server.multiprocess import prepare_multiprocess_dir
+        from jobs.multiprocess import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(settings.metrics_dir / f"worker-{model}-{os.getpid()}")
         if settings.worker_metrics_port:
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # every prefork child's metrics, merged
             start_http_server(settings.worker_metrics_port, registry=registry)
-        from server.queues import queue_name
+        from jobs.queues import queue_name
         from worker.celery_app import app, load_failure_file
 
         app.worker_main(["worker", "--queues", queue_name(model), "--concurrency", str(args.concurrency),

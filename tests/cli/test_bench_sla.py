@@ -6,7 +6,8 @@ import statistics
 import pytest
 
 from hsa_video.benchmarks.sla import Submission, percentile, poisson_arrivals, summarise
-from server.jobs import JobRecord, JobSpec, JobStatus
+from jobs.records import JobRecord, JobSpec, JobStatus
+from jobs.sla import JobPlan
 from tests.services import require_binary
 
 from .test_cli import hsa_video
@@ -33,7 +34,7 @@ def _record(job_id, created, completed, deadline, predicted, budget, status=JobS
     spec = JobSpec(job_id=job_id, model="tiny", prompt="p", width=32, height=32, num_frames=16, fps=8, steps=40,
                    budget=budget, seed=0, deadline_at=deadline)
     return JobRecord(spec=spec, status=status, created_at=created, completed_at=completed,
-                     predicted_completion_at=predicted,
+                     plan=JobPlan(budget=budget, predicted_completion_at=predicted),
                      stats={"budget": budget, "achieved_compute_fraction": budget, "budget_at_submission": 1.0})
 
 

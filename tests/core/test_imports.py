@@ -17,8 +17,8 @@ def test_hsa_core_imports_no_service_code_or_diffusers(forbidden):
     assert not {m for m in modules_after_import("hsa_core") if m.split(".")[0] == forbidden}
 
 
-GATEWAY_MODULES = "server.app, server.videos, server.stores.redis_store, server.stores.sqlite_store, server.queues, " \
-                  "server.storage, server.webhooks"
+GATEWAY_MODULES = "server.app, server.videos, jobs.stores.redis_store, jobs.stores.sqlite_store, jobs.queues, " \
+                  "jobs.storage, jobs.webhooks"
 
 
 def test_server_imports_no_torch_or_hsa_core():
@@ -26,6 +26,33 @@ def test_server_imports_no_torch_or_hsa_core():
     loaded = {m.split(".")[0] for m in modules_after_import(GATEWAY_MODULES)}
     assert "fastapi" in loaded  # the probe really imported the gateway
     assert "torch" not in loaded and "hsa_core" not in loaded and "worker" not in loaded
+
+
+JOBS_MODULES = "jobs.records, jobs.sla, jobs.queues, jobs.storage, jobs.webhooks, jobs.public, jobs.metrics, " \
+               "jobs.settings, jobs.stores.redis_store, jobs.stores.sqlite_store, jobs.multiprocess"
+
+
+def test_shared_job_plumbing_imports_neither_side():
+    loaded = {m.split(".")[0] for m in modules_after_import(JOBS_MODULES)}
+    assert "pydantic" in loaded
+    assert not loaded & {"torch", "hsa_core", "fastapi", "starlette", "server", "worker"}
+
+
+def test_workers_import_no_gateway():
+    loaded = {m.split(".")[0] for m in modules_after_import("worker.celery_app, worker.pipeline, worker.embedded")}
+    assert "celery" in loaded and not loaded & {"fastapi", "starlette", "server"}
+
+
+def test_installed_code_imports_no_tests():
+    # tests import the installed packages, never the other way round
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    offenders = [str(path.relative_to(root)) for package in ("hsa_core", "hsa_video", "jobs", "server", "worker")
+                 for path in (root / package).rglob("*.py")
+                 if any(line.lstrip().startswith(("from tests", "import tests"))
+                        for line in path.read_text().splitlines())]
+    assert offenders == []
 
 
 def test_public_api_is_curated():
@@ -51,6 +78,6 @@ def test_the_gateway_commands_run_without_torch():
             "from hsa_video.cli import main, build_parser\n"
             "assert main(['hash-key', 'sk-x']) == 0\n"
             "build_parser().parse_args(['serve', '--port', '1'])\n"
-            "import server.app, server.metrics, server.queues, server.stores.redis_store\n")
+            "import server.app, jobs.metrics, jobs.queues, jobs.stores.redis_store\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

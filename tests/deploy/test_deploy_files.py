@@ -85,10 +85,10 @@ def test_the_host_steal_alert_fires_on_sustained_steal_only():
 
 
 def exported_samples() -> set[str]:
-    """Every sample name the code can export: metric objects in server.metrics plus the store gauges."""
+    """Every sample name the code can export: metric objects in jobs.metrics plus the store gauges."""
     from prometheus_client import Counter, Gauge, Histogram
 
-    from server import metrics
+    from jobs import metrics
 
     names = set()
     for value in vars(metrics).values():

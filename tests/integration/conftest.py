@@ -10,7 +10,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from server.settings import hash_api_key
+from jobs.settings import hash_api_key
 from tests.services import Process, free_port, hsa_video_command, service_env, wait_until
 
 API_KEY = "sk-integration-test"

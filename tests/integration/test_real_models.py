@@ -25,7 +25,7 @@ from PIL import Image
 
 from hsa_core.media import read_mp4, read_mp4_audio, to_uint8
 from hsa_core.models import get_model_spec
-from server.settings import hash_api_key
+from jobs.settings import hash_api_key
 from tests.models.checkpoints import SERVED, write_checkpoint
 from tests.services import Process, free_port, hsa_video_command, service_env, wait_until
 

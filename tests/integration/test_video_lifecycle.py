@@ -11,7 +11,6 @@ from PIL import Image
 
 from hsa_core.media import read_mp4, to_uint8
 from hsa_core.tiny.domain import render, sample_spec
-
 from tests.services import WebhookReceiver, wait_until
 
 from .conftest import API_KEY, WEBHOOK_SECRET
@@ -243,15 +242,19 @@ def test_metrics_contract(deployment):
     assert client.videos.retrieve(videos[0].id).model_extra["shadow_reference"] is None  # full budget: no shadow
     gateway = scrape(gateway_url)
 
-    def worker_counted_both_jobs():
-        # a worker counts a job just after storing it as completed, and the shadow run may finish on
-        # another pool process first: allow the counters that instant
+    def worker_counted_both_jobs_and_the_shadow():
+        # the store and the metrics are two writes, in either order and possibly by different processes
+        # (a job is counted just after it is stored as completed; a shadow run on another pool process
+        # may finish first): wait for the counters to catch up, then check them exactly
         samples = scrape(worker_url)
-        labels = {"model": "tiny", "status": "completed"}
-        counted = total(samples, "hsa_jobs_finished_total", **labels) - total(before_worker, "hsa_jobs_finished_total", **labels)
-        return samples if counted >= 2 else None
+        jobs = {"model": "tiny", "status": "completed"}
+        shadows = {"model": "tiny", "outcome": "completed"}
+        counted = total(samples, "hsa_jobs_finished_total", **jobs) - total(before_worker, "hsa_jobs_finished_total", **jobs)
+        shadowed = total(samples, "hsa_shadow_runs_total", **shadows) - total(before_worker, "hsa_shadow_runs_total",
+                                                                              **shadows)
+        return samples if counted >= 2 and shadowed >= 1 else None
 
-    worker = wait_until(worker_counted_both_jobs, 10, "the worker counting both jobs")
+    worker = wait_until(worker_counted_both_jobs_and_the_shadow, 10, "the worker counting both jobs and the shadow")
 
     documented = set(re.findall(r"^\| `(hsa_[a-z_]+)`", (Path(__file__).parents[2] / "docs" / "operations.md").read_text(), re.M))
     exported = {name for name, _ in [*gateway, *worker]}

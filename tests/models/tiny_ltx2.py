@@ -83,8 +83,13 @@ def tiny_audio_stack():
 def tiny_text_stack():
     """A word-level tokenizer and a 1-layer Gemma 3 (with a tiny SigLIP tower its class requires)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig,
-                              PreTrainedTokenizerFast, SiglipVisionConfig)
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        PreTrainedTokenizerFast,
+        SiglipVisionConfig,
+    )
 
     vocab = {token: i for i, token in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", *WORDS])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

@@ -13,13 +13,13 @@ from worker.runners import tiny
 generate = tiny.TinyRunner.generate
 
 
-def generate_or_hang(self, spec, images, on_step, replan=None):
+def generate_or_hang(self, spec, budget, images, on_step, replan=None):
     while spec.prompt.startswith("hang"):
         try:
             time.sleep(3600)
         except SoftTimeLimitExceeded:
             pass
-    return generate(self, spec, images, on_step, replan)
+    return generate(self, spec, budget, images, on_step, replan)
 
 
 tiny.TinyRunner.generate = generate_or_hang  # before the pool forks: every pool process has it

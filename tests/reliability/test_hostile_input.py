@@ -14,9 +14,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from server.jobs import JobRecord, JobSpec, new_job_id
+from hsa_video.harness.fuzz import documented_error_codes, fuzz_gateway
+from hsa_video.harness.stack import API_KEY, started_stack
+from jobs.queues import publish_job
+from jobs.records import JobRecord, JobSpec, new_job_id
 
-from .harness import API_KEY, assert_consistent_completion, documented_error_codes, fuzz_gateway, started_stack
+from .checks import assert_consistent_completion
 
 FUZZ_EXAMPLES_PER_OPERATION = 150  # × (valid + invalid) × operations with inputs: > 1000 cases
 
@@ -42,6 +45,7 @@ def test_schema_fuzzing_finds_no_server_error(stack):
     assert result.cases >= 1000
     assert result.server_errors == [], result.server_errors[:5]
     assert result.unstable_errors == [], result.unstable_errors[:5]
+    assert result.nonconforming == [], result.nonconforming[:5]  # every status declared, every body on its schema
 
 
 # images ------------------------------------------------------------------------------------------
@@ -160,19 +164,19 @@ def test_ids_that_are_no_video_id_name_no_video(stack, video_id):
 def test_bad_input_reaching_a_worker_fails_the_job_not_the_worker(stack):
     """Defence in depth: input files are only ever the gateway's own PNGs, but one planted in storage
     (here: a decompression bomb and garbage) fails its job and leaves the worker serving."""
-    with stack.celery.connection_for_write() as connection:  # the fuzzer's jobs: nobody waits for them
-        connection.default_channel.queue_purge("hsa.tiny")
+    for queued in stack.store.queued_jobs("tiny"):  # the fuzzer's jobs: nobody waits for them
+        stack.store.cancel(queued.id)
     stack.start_worker()
     stack.wait_for_workers(2)  # the stand-in card counts as one
     failed = []
     for name, data in (("bomb", png_bomb(30000, 30000)), ("garbage", b"\x89PNG not really")):
-        spec = JobSpec(job_id=new_job_id(), model="tiny", prompt="a red circle", input_key=None, width=32,
-                       height=32, num_frames=16, fps=8, steps=10, budget=1.0, seed=0)
-        spec.input_key = f"videos/{spec.job_id}/input.png"
+        job_id = new_job_id()
+        spec = JobSpec(job_id=job_id, model="tiny", prompt="a red circle", input_key=f"videos/{job_id}/input.png",
+                       width=32, height=32, num_frames=16, fps=8, steps=10, budget=1.0, seed=0)
         stack.put_object(spec.input_key, data)
-        stack.store.create(JobRecord(spec=spec))
-        stack.celery.send_task("hsa.generate_video", args=[spec.model_dump(mode="json")], queue="hsa.tiny",
-                               task_id=spec.job_id)
+        record = JobRecord(spec=spec)
+        stack.store.create(record)
+        publish_job(stack.celery, record)
         failed.append(stack.wait_terminal(spec.job_id))
     assert [record.status.value for record in failed] == ["failed", "failed"], failed
     assert all(record.error.code in ("invalid_request", "internal_error") for record in failed)

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from hsa_video.harness.stack import started_stack
 from tests.services import wait_until
 
-from .harness import assert_consistent_completion, started_stack
+from .checks import assert_consistent_completion
 
 
 @pytest.fixture(scope="module")

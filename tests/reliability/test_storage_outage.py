@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from server.jobs import JobStatus, output_key
+from hsa_video.harness.stack import started_stack
+from jobs.records import JobStatus, output_key
 
-from .harness import assert_consistent_completion, started_stack
+from .checks import assert_consistent_completion
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from server.jobs import JobRecord, JobStatus, JobSpec, new_job_id, output_key
-from server.settings import hash_api_key
+from hsa_video.harness.stack import API_KEY, S3_SECRET, WEBHOOK_SECRET, started_stack
+from jobs.records import JobRecord, JobSpec, JobStatus, new_job_id, output_key
+from jobs.settings import hash_api_key
 from tests.services import WebhookReceiver
-
-from .harness import API_KEY, S3_SECRET, WEBHOOK_SECRET, started_stack
 
 OTHER_KEY = "sk-reliability-other-tenant"
 THIRD_KEY = "sk-reliability-third-tenant"

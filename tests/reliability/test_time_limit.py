@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from server.jobs import JobRecord, JobSpec, JobStatus, new_job_id
-from server.queues import TASK_NAME, queue_name
-
+from hsa_video.harness.stack import started_stack
+from jobs.queues import TASK_NAME, queue_name, task_message
+from jobs.records import JobRecord, JobSpec, JobStatus, new_job_id
+from jobs.sla import JobPlan
 from tests.services import wait_until
 
-from .harness import assert_consistent_completion, started_stack
+from .checks import assert_consistent_completion
 
 SOFT_LIMIT, HARD_LIMIT = 1.0, 3.0
 
@@ -30,10 +31,11 @@ def stack(tmp_path_factory, s3_endpoint):
 def submit_with_limits(stack, prompt: str) -> str:
     """Stored and queued as the gateway does, with limits of seconds (the gateway's are minutes)."""
     spec = JobSpec(job_id=new_job_id(), model="tiny", prompt=prompt, width=32, height=32, num_frames=16, fps=8,
-                   steps=30, budget=1.0, seed=0, soft_time_limit=SOFT_LIMIT)
-    stack.store.create(JobRecord(spec=spec))
-    stack.celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], queue=queue_name(spec.model),
-                           task_id=spec.job_id, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
+                   steps=30, budget=1.0, seed=0)
+    record = JobRecord(spec=spec, plan=JobPlan(budget=1.0, soft_time_limit=SOFT_LIMIT))
+    stack.store.create(record)
+    stack.celery.send_task(TASK_NAME, args=[task_message(record)], queue=queue_name(spec.model),
+                           soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
     return spec.job_id
 
 

@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from jobs.queues import EmbeddedJobQueue
+from jobs.settings import ServiceSettings, hash_api_key
+from jobs.storage import LocalObjectStore
+from jobs.stores.sqlite_store import SqliteJobStore
 from server.app import build_app
-from server.queues import EmbeddedJobQueue
-from server.settings import ServiceSettings, hash_api_key
-from server.storage import LocalObjectStore
-from server.stores.sqlite_store import SqliteJobStore
 
 from .conftest import make_card
 
@@ -157,7 +157,7 @@ def test_unknown_model_is_404_listing_the_models(client):
     ({"seconds": "4"}, "invalid_seconds", "seconds"),
     ({"num_frames": 17}, "invalid_num_frames", "num_frames"),
     ({"seconds": "2", "num_frames": 8}, "invalid_num_frames", "num_frames"),
-    ({"steps": 101}, "invalid_steps", "steps"),
+    ({"steps": 101}, "invalid_value", "steps"),
     ({"steps": 0}, "invalid_value", "steps"),
     ({"budget": 0}, "invalid_value", "budget"),
     ({"budget": 1.5}, "invalid_value", "budget"),

@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from server.jobs import ErrorInfo, JobStatus
-from server.stores import ActiveJobLimit, IdempotencyConflict
+from jobs.records import ErrorInfo, JobStatus
+from jobs.sla import JobPlan
+from jobs.stores import ActiveJobLimit, IdempotencyConflict
 
 from .conftest import make_card, make_record
 
@@ -140,7 +141,7 @@ def test_a_refused_job_leaves_no_idempotency_claim(store):
 def test_queued_work_sums_the_predicted_seconds_of_queued_jobs_per_priority(store):
     def submit(seconds, priority):
         record = make_record(priority=priority)
-        record.predicted_service_seconds, record.predicted_floor_seconds = seconds, seconds / 4
+        record.plan = JobPlan(budget=1.0, predicted_service_seconds=seconds, predicted_floor_seconds=seconds / 4)
         return store.create(record)[0]
 
     started, cancelled, deleted = submit(1.5, 3), submit(2.0, 3), submit(4.0, 0)
@@ -175,11 +176,11 @@ def test_orphan_requeue_puts_its_work_back_in_the_queue_summary(redis_url):
     """A job re-queued from a dead worker counts again, at its predicted and its floor seconds."""
     import uuid
 
-    from server.stores.redis_store import RedisJobStore
+    from jobs.stores.redis_store import RedisJobStore
 
     store = RedisJobStore(redis_url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
     record = make_record(priority=3)
-    record.predicted_service_seconds, record.predicted_floor_seconds = 2.0, 0.5
+    record.plan = JobPlan(budget=1.0, predicted_service_seconds=2.0, predicted_floor_seconds=0.5)
     store.create(record)
     running = store.start(record.id)
     assert store.queued_work("tiny").get(3, 0) == pytest.approx(0)
@@ -295,7 +296,7 @@ def test_the_event_loop_create_agrees_with_the_blocking_one(store):
     async def on_the_loop():
         try:
             first = make_record()
-            first.owner, first.predicted_service_seconds = "alice", 2.0
+            first.owner, first.plan = "alice", JobPlan(budget=1.0, predicted_service_seconds=2.0)
             assert await store.create_async(first, "key", "hash", max_active=2) == (first, True)
             replay, created = await store.create_async(make_record(), "key", "hash", max_active=2)
             assert not created and replay == store.get(first.id)

@@ -8,12 +8,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from jobs.queues import EmbeddedJobQueue
+from jobs.settings import ServiceSettings, hash_api_key
+from jobs.storage import LocalObjectStore
+from jobs.stores.sqlite_store import SqliteJobStore
 from server.app import build_app
 from server.limits import LocalRateLimiter, RedisRateLimiter, retry_after_header
-from server.queues import EmbeddedJobQueue
-from server.settings import ServiceSettings, hash_api_key
-from server.storage import LocalObjectStore
-from server.stores.sqlite_store import SqliteJobStore
 
 from .conftest import make_card
 
@@ -51,36 +51,6 @@ def test_concurrent_requests_cannot_both_take_the_last_token(limiter_factory):
         return waits
 
     assert sum(wait == 0.0 for wait in asyncio.run(scenario())) == 5
-
-
-def test_a_redis_poll_takes_its_token_in_the_store_read(redis_url):
-    """The store's read script and the limiter draw on the same bucket; an empty one reads nothing."""
-    from server.stores.redis_store import RedisJobStore
-
-    from .conftest import make_record
-
-    namespace = f"test-{time.monotonic_ns()}:"
-    store, limiter = RedisJobStore(redis_url, prefix=namespace), RedisRateLimiter(redis_url, 1.0, 2, prefix=namespace)
-    record = make_record()
-    store.create(record)
-    bucket = limiter.bucket("alice")
-
-    async def polls():
-        try:
-            reads = [await store.get_rate_limited_async(record.id, bucket) for _ in range(3)]
-            return reads, await limiter.acquire("alice"), await store.get_rate_limited_async("video_missing",
-                                                                                              limiter.bucket("bob"))
-        finally:
-            await store.close_async()
-            await limiter.close()
-
-    (first, second, third), direct, missing = asyncio.run(polls())
-    assert first == second == (0.0, record)  # a burst of 2
-    assert third[1] is None and 0.9 < third[0] <= 1.0  # empty: the wait, and nothing read
-    assert direct > 0.9  # the limiter's own check sees the tokens the reads took
-    assert missing == (0.0, None)
-    assert RedisRateLimiter(redis_url, 0.0, 1).bucket("alice") is None  # limits off: nothing to take
-    store.close()
 
 
 def test_a_zero_rate_turns_limits_off(limiter_factory):
@@ -187,34 +157,3 @@ def test_unexpected_failures_keep_the_error_shape(tmp_path, failure, status, cod
     assert "a bug" not in response.text and "refused" not in response.text  # details stay in the server log
 
 
-def test_a_redis_create_takes_its_token_in_the_planner_view(redis_url):
-    """The planner's queue read and the limiter draw on the same bucket; an empty one reads nothing;
-    the view read with a token equals the plain one, running jobs included."""
-    from server.stores.redis_store import RedisJobStore
-
-    from .conftest import make_record
-
-    namespace = f"test-{time.monotonic_ns()}:"
-    store, limiter = RedisJobStore(redis_url, prefix=namespace), RedisRateLimiter(redis_url, 1.0, 2, prefix=namespace)
-    queued, running = make_record(priority=3), make_record(priority=3)
-    for record, seconds in ((queued, 2.0), (running, 5.0)):
-        record.predicted_service_seconds, record.predicted_floor_seconds = seconds, seconds / 4
-        store.create(record)
-    store.start(running.id)
-    bucket = limiter.bucket("alice")
-
-    async def creates():
-        try:
-            reads = [await store.planner_view_rate_limited_async("tiny", bucket) for _ in range(3)]
-            return reads, await limiter.acquire("alice"), await store.planner_view_async("tiny")
-        finally:
-            await store.close_async()
-            await limiter.close()
-
-    (first, second, third), direct, plain = asyncio.run(creates())
-    assert first == second == (0.0, plain)  # a burst of 2
-    assert plain.queued_work == {3: 2.0} and plain.queued_floor_work == {3: 0.5}
-    assert [r.id for r in plain.running] == [running.id]
-    assert third[1] is None and 0.9 < third[0] <= 1.0  # empty: the wait, and nothing read
-    assert direct > 0.9  # the limiter's own check sees the tokens the views took
-    store.close()

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from server.settings import ServiceSettings, hash_api_key
+from jobs.settings import ServiceSettings, hash_api_key
 
 
 def test_defaults_are_the_one_process_server(monkeypatch):

@@ -5,14 +5,25 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from jobs.queues import EmbeddedJobQueue
+from jobs.records import JobStatus
+from jobs.settings import ServiceSettings
+from jobs.sla import (
+    TIERS,
+    TimingModel,
+    arrival_rate,
+    choose_budget,
+    load_capped_budget,
+    plan_job,
+    queue_wait,
+    queued_behind,
+    remaining_ahead,
+    retry_after,
+    seconds_allowed,
+)
+from jobs.storage import LocalObjectStore
+from jobs.stores.sqlite_store import SqliteJobStore
 from server.app import build_app
-from server.jobs import JobRecord, JobStatus
-from server.queues import EmbeddedJobQueue
-from server.settings import ServiceSettings
-from server.sla import (TIERS, TimingModel, arrival_rate, choose_budget, load_capped_budget, plan_job, queue_wait,
-                        queued_behind, remaining_ahead, retry_after, seconds_allowed)
-from server.storage import LocalObjectStore
-from server.stores.sqlite_store import SqliteJobStore
 
 from .conftest import make_card, make_record, make_spec
 
@@ -49,10 +60,10 @@ def test_timing_model_ewma():
 
 def test_queue_wait_and_what_counts_as_ahead():
     now = 1000.0
-    running = JobRecord(spec=make_spec(priority=9), status=JobStatus.in_progress, started_at=now - 1.0,
-                        predicted_service_seconds=3.0)
-    batch = JobRecord(spec=make_spec(priority=9), predicted_service_seconds=5.0)
-    interactive = JobRecord(spec=make_spec(priority=0), predicted_service_seconds=2.0)
+    running = make_record(plan={"predicted_service_seconds": 3.0}, priority=9)
+    running.status, running.started_at = JobStatus.in_progress, now - 1.0
+    batch = make_record(plan={"predicted_service_seconds": 5.0}, priority=9)
+    interactive = make_record(plan={"predicted_service_seconds": 2.0}, priority=0)
     jobs = [running, batch, interactive]
     assert remaining_ahead(jobs, priority=0, timing=TIMING, now=now) == [2.0, 2.0]  # running rest + interactive
     assert sorted(remaining_ahead(jobs, priority=9, timing=TIMING, now=now)) == [2.0, 2.0, 5.0]
@@ -62,20 +73,20 @@ def test_queue_wait_and_what_counts_as_ahead():
 
 def test_plan_job_explicit_budget_wins():
     now = time.time()
-    spec = make_spec(budget=0.6, budget_source="explicit", deadline_at=now + 1.0, min_budget=0.3)
+    spec = make_spec(budget=0.6, deadline_at=now + 1.0, min_budget=0.3)
     plan = plan_job(spec, TIMING, [], 1, now)
     assert plan.budget == 0.6 and plan.completion_at == pytest.approx(now + TIMING.service_seconds(8, 0.6))
 
 
 def test_plan_job_caps_an_sla_budget_but_not_an_explicit_one():
     now = time.time()
-    sla = make_spec(budget_source="sla", deadline_at=now + 60.0, min_budget=0.3, steps=40)
+    sla = make_spec(budget=None, deadline_at=now + 60.0, min_budget=0.3, steps=40)
     capped = plan_job(sla, TIMING, [], 1, now, budget_cap=0.5)
     assert capped.budget == 0.5 and capped.service_seconds == pytest.approx(TIMING.service_seconds(40, 0.5))
     assert plan_job(sla, TIMING, [], 1, now, budget_cap=0.1).budget == 0.3  # never below the floor
-    tight = make_spec(budget_source="sla", deadline_at=now + 1.5, min_budget=0.3, steps=40)
+    tight = make_spec(budget=None, deadline_at=now + 1.5, min_budget=0.3, steps=40)
     assert plan_job(tight, TIMING, [], 1, now, budget_cap=0.9).budget < 0.5  # the deadline is the tighter bound
-    explicit = make_spec(budget=0.8, budget_source="explicit", deadline_at=now + 60.0, min_budget=0.3, steps=40)
+    explicit = make_spec(budget=0.8, deadline_at=now + 60.0, min_budget=0.3, steps=40)
     assert plan_job(explicit, TIMING, [], 1, now, budget_cap=0.5).budget == 0.8
 
 
@@ -119,7 +130,7 @@ def test_gateway_predicts_the_load_cap_its_workers_will_apply(sla_client):
     video = client.post("/v1/videos", json={"prompt": "a red circle", "deadline_s": 60}).json()
     # 0.85 / 0.5 jobs/s = 1.7 s per job → b = 0.5 (test_load_capped_budget's table), not the deadline's 1.0
     assert video["budget"] == pytest.approx(0.5, abs=0.002)
-    assert store.get(video["id"]).predicted_service_seconds == pytest.approx(TIMING.service_seconds(40, 0.5), abs=0.01)
+    assert store.get(video["id"]).plan.predicted_service_seconds == pytest.approx(TIMING.service_seconds(40, 0.5), abs=0.01)
 
 
 def test_unreachable_deadline_is_429_with_retry_after(sla_client):
@@ -174,13 +185,13 @@ def test_seconds_allowed_protects_the_jobs_queued_behind(queued, running, worker
 
 def test_queued_behind_orders_by_priority_then_arrival_and_floors_each_job():
     timing = TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.5)
-    me = make_record(steps=40, budget_source="sla", deadline_at=160.0)
+    me = make_record(steps=40, budget=None, deadline_at=160.0)
     me.status, me.started_at = JobStatus.in_progress, 99.0
-    other = make_record(steps=40)
-    other.status, other.started_at, other.predicted_service_seconds = JobStatus.in_progress, 98.0, 3.0
-    late = make_record(steps=40, budget_source="sla", min_budget=0.25, deadline_at=150.0, priority=3)
+    other = make_record(plan={"predicted_service_seconds": 3.0}, steps=40)
+    other.status, other.started_at = JobStatus.in_progress, 98.0
+    late = make_record(steps=40, budget=None, min_budget=0.25, deadline_at=150.0, priority=3)
     late.created_at = 50.0
-    urgent = make_record(steps=40, budget_source="sla", min_budget=0.25, deadline_at=130.0, priority=0)
+    urgent = make_record(steps=40, budget=None, min_budget=0.25, deadline_at=130.0, priority=0)
     urgent.created_at = 60.0
     fixed = make_record(steps=40, budget=1.0, deadline_at=170.0, priority=3)
     fixed.created_at = 40.0

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from server.storage import LocalObjectStore, S3ObjectStore
+from jobs.storage import LocalObjectStore, S3ObjectStore
 
 
 def test_local_store_roundtrip_and_prefix_delete(tmp_path):

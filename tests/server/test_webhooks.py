@@ -6,7 +6,7 @@ import time
 import pytest
 from openai import InvalidWebhookSignatureError, OpenAI
 
-from server.webhooks import deliver, event_payload, sign
+from jobs.webhooks import deliver, event_payload, sign
 from tests.services import WebhookReceiver
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="  # base64("secret-key-for-tests")

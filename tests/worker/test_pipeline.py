@@ -6,10 +6,10 @@ import pytest
 
 from hsa_core import BudgetInfeasibleError
 from hsa_core.media import read_mp4
-from server.jobs import JobStatus, output_key
-from server.settings import ServiceSettings
-from server.storage import LocalObjectStore
-from server.stores.sqlite_store import SqliteJobStore
+from jobs.records import JobStatus, output_key
+from jobs.settings import ServiceSettings
+from jobs.storage import LocalObjectStore
+from jobs.stores.sqlite_store import SqliteJobStore
 from tests.server.conftest import make_record, make_spec
 from worker.pipeline import JobPipeline
 from worker.runners.tiny import TinyRunner
@@ -17,7 +17,7 @@ from worker.runners.tiny import TinyRunner
 
 @pytest.fixture(scope="module")
 def runner():
-    return TinyRunner(threads=2)
+    return TinyRunner(threads=1)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_completed_job_writes_progress_and_a_decodable_mp4(parts, tmp_path):
     seen = []
     original = store.set_progress
     store.set_progress = lambda job_id, progress: (seen.append(progress), original(job_id, progress))
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "completed"
+    assert pipeline.run(record.id) == "completed"
     done = store.get(record.id)
     assert done.status == JobStatus.completed and done.progress == 100 and done.attempts == 1
     assert seen == pytest.approx([95 * k / 6 for k in range(1, 7)])  # one update per sampler step
@@ -75,7 +75,7 @@ def test_cancellation_stops_sampling_within_one_step(parts):
             store.cancel(job_id)  # the user cancels during step 4
 
     store.set_progress = progress
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "cancelled"
+    assert pipeline.run(record.id) == "cancelled"
     assert steps_after_cancel == []  # the next step's check stopped it before any more progress
     assert store.get(record.id).status == JobStatus.cancelled
     assert storage.local_path(output_key(record.id)) is None
@@ -85,7 +85,7 @@ def test_cancelled_before_start_is_skipped(parts):
     store, _, pipeline = parts
     record = submit(store)
     store.cancel(record.id)
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "skipped"
+    assert pipeline.run(record.id) == "skipped"
 
 
 class FailingRunner:
@@ -97,7 +97,7 @@ class FailingRunner:
     def timing_for(self, spec):
         return None
 
-    def generate(self, spec, images, on_step, replan=None):
+    def generate(self, spec, budget, images, on_step, replan=None):
         on_step(1, spec.steps)
         raise self.error
 
@@ -110,7 +110,7 @@ def test_a_failing_job_fails_with_a_stable_code_and_the_worker_goes_on(parts, er
     store, storage, pipeline = parts
     pipeline.runner = FailingRunner(error)
     record = submit(store)
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "failed"
+    assert pipeline.run(record.id) == "failed"
     failed = store.get(record.id)
     assert failed.status == JobStatus.failed and failed.error.code == code
     assert str(error) in failed.error.message and failed.completed_at
@@ -118,8 +118,8 @@ def test_a_failing_job_fails_with_a_stable_code_and_the_worker_goes_on(parts, er
 
 def test_deadline_fails_the_job_as_timeout(parts):
     store, _, pipeline = parts
-    record = submit(store, steps=40, soft_time_limit=0.001)
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "failed"
+    record = submit(store, steps=40, plan={"soft_time_limit": 0.001})
+    assert pipeline.run(record.id) == "failed"
     assert store.get(record.id).error.code == "timeout"
 
 
@@ -128,23 +128,24 @@ def test_a_job_that_keeps_killing_workers_is_failed(parts):
     record = submit(store)
     for _ in range(3):
         store.start(record.id)  # three deliveries that never finished
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "failed"
+    assert pipeline.run(record.id) == "failed"
     assert store.get(record.id).error.code == "worker_lost"
 
 
 def test_image_to_video_reads_the_stored_first_frame(parts):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     store, storage, pipeline = parts
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (0, 0, 255)).save(buffer, format="PNG")
-    record = submit(store, steps=4, width=32, height=32)
-    record.spec.input_key = f"videos/{record.id}/input.png"
-    store.delete(record.id)
+    spec = make_spec(steps=4, width=32, height=32)
+    spec = spec.model_copy(update={"input_key": f"videos/{spec.job_id}/input.png"})
+    record = make_record(**spec.model_dump())
     store.create(record)
     storage.put_bytes(record.spec.input_key, buffer.getvalue(), "image/png")
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "completed"
+    assert pipeline.run(record.id) == "completed"
     clip = read_mp4(storage.local_path(output_key(record.id))).astype(np.float32) / 255
     assert np.abs(clip[0] - np.array([0, 0, 1.0])).mean() < 0.08
 
@@ -164,9 +165,9 @@ def test_sla_job_is_replanned_from_the_time_actually_left(parts):
     timing = pipeline.runner.timing_for(make_spec())
     # a deadline that only a low budget can meet, and a gateway choice of 1.0 made earlier
     tight = timing.service_seconds(40, 0.45)
-    record = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25,
+    record = submit(store, steps=40, budget=None, min_budget=0.25,
                     deadline_at=time.time() + tight)
-    assert pipeline.run(record.spec.model_dump(mode="json")) == "completed"
+    assert pipeline.run(record.id) == "completed"
     done = store.get(record.id)
     assert done.stats["budget_at_submission"] == 1.0
     assert 0.25 <= done.stats["budget"] < 0.6 and done.stats["achieved_compute_fraction"] < 0.7
@@ -176,8 +177,8 @@ def test_relaxed_sla_job_runs_the_plain_full_budget(parts):
     import time
 
     store, _, pipeline = parts
-    record = submit(store, steps=8, budget=1.0, budget_source="sla", min_budget=1.0, deadline_at=time.time() + 600)
-    pipeline.run(record.spec.model_dump(mode="json"))
+    record = submit(store, steps=8, budget=None, min_budget=1.0, deadline_at=time.time() + 600)
+    pipeline.run(record.id)
     done = store.get(record.id)
     assert done.stats["budget"] == 1.0 and done.stats["replans"] == []
 
@@ -190,10 +191,10 @@ def test_sla_job_leaves_time_for_the_jobs_queued_behind_it(parts):
     store, _, pipeline = parts
     timing = pipeline.runner.timing_for(make_spec())
     now = time.time()
-    starting = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25, deadline_at=now + 600)
-    behind = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25,
+    starting = submit(store, steps=40, budget=None, min_budget=0.25, deadline_at=now + 600)
+    behind = submit(store, steps=40, budget=None, min_budget=0.25,
                     deadline_at=now + timing.service_seconds(40, 0.5) + timing.service_seconds(40, 0.25))
-    assert pipeline.run(starting.spec.model_dump(mode="json")) == "completed"
+    assert pipeline.run(starting.id) == "completed"
     done = store.get(starting.id)
     assert done.stats["budget_at_submission"] == 1.0
     assert 0.25 <= done.stats["budget"] <= 0.55, done.stats["budget"]
@@ -211,8 +212,8 @@ def test_sla_job_budget_is_capped_by_the_arrival_rate(parts):
         record = make_record(steps=40, deadline_at=now + 3600)
         record.created_at = now - 0.5 * k
         store.create(record)
-    starting = submit(store, steps=40, budget=1.0, budget_source="sla", min_budget=0.25, deadline_at=now + 600)
-    assert pipeline.run(starting.spec.model_dump(mode="json")) == "completed"
+    starting = submit(store, steps=40, budget=None, min_budget=0.25, deadline_at=now + 600)
+    assert pipeline.run(starting.id) == "completed"
     assert store.get(starting.id).stats["budget"] == 0.25
 
 
@@ -238,25 +239,25 @@ def test_shadow_reference_scores_a_reduced_budget_job_against_its_full_budget_re
     shadow = ShadowReference(runner, store, storage)
 
     full = submit(store, steps=12, budget=1.0, width=64, height=64, seed=3)
-    assert pipeline.run(full.spec.model_dump(mode="json")) == "completed"
+    assert pipeline.run(full.id) == "completed"
     assert queued == []  # a full-budget job is its own reference
 
     labels = {"model": "tiny", "budget_bucket": "0.5"}
     before = REGISTRY.get_sample_value("hsa_shadow_psnr_db_count", labels) or 0
     reduced = submit(store, steps=12, budget=0.45, width=64, height=64, seed=3)
-    assert pipeline.run(reduced.spec.model_dump(mode="json")) == "completed"
+    assert pipeline.run(reduced.id) == "completed"
     assert [spec.job_id for spec in queued] == [reduced.id]
-    scores = shadow.run(queued[0].model_dump(mode="json"))
+    scores = shadow.run(queued[0].job_id)
     assert 10 < scores["psnr_db"] < 100 and 0 < scores["ssim"] < 1 and scores["budget"] == 0.45
     assert store.get(reduced.id).stats["shadow_reference"] == scores  # on the video object too
     assert REGISTRY.get_sample_value("hsa_shadow_psnr_db_count", labels) == before + 1
 
     # the same job at budget 1.0 through the shadow path: only the served MP4's own codec loss remains,
     # the same on every run (no second, not bit-reproducible encode), and less than the reduced budget's
-    exact = shadow.run(full.spec.model_dump(mode="json"))
+    exact = shadow.run(full.id)
     assert exact["psnr_db"] > 35 and exact["ssim"] > 0.95 and exact["psnr_db"] > scores["psnr_db"] + 5
-    again = shadow.run(full.spec.model_dump(mode="json"))
+    again = shadow.run(full.id)
     assert (again["psnr_db"], again["ssim"]) == (exact["psnr_db"], exact["ssim"])
 
     storage.delete_prefix(f"videos/{reduced.id}/")  # deleted by its owner before the shadow ran
-    assert shadow.run(queued[0].model_dump(mode="json")) is None
+    assert shadow.run(queued[0].job_id) is None

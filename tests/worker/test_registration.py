@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from server.sla import TimingModel
-from server.stores.sqlite_store import SqliteJobStore
+from jobs.sla import TimingModel
+from jobs.stores.sqlite_store import SqliteJobStore
 from worker.registration import Heartbeat
 
 from ..server.conftest import make_card, make_record

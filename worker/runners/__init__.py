@@ -12,7 +12,7 @@ missing or incomplete model directory stops ``hsa-video worker`` / ``serve`` at 
 
 from __future__ import annotations
 
-from server.settings import ServiceSettings
+from jobs.settings import ServiceSettings
 
 from .base import DecodeFailed, GeneratedClip, InputImages, ModelRunner, Replan, StepHook
 

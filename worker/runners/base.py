@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from server.jobs import JobSpec, ModelCard, shape_key
-from server.sla import TimingModel
+from jobs.records import JobSpec, ModelCard, shape_key
+from jobs.sla import TimingModel
 
 StepHook = Callable[[int, int], None]  # (steps done, total steps); may raise to abort
 Replan = Callable[[int, float], float | None]  # (step, elapsed s) → budget for the remaining steps
@@ -20,6 +21,19 @@ class InputImages:
 
     first: Any = None
     last: Any = None
+
+    @classmethod
+    def from_storage(cls, storage, spec: JobSpec) -> "InputImages":
+        """The job's frames from storage (the gateway stored them as PNG)."""
+        from PIL import Image
+
+        def load(key: str | None):
+            if key is None:
+                return None
+            with Image.open(io.BytesIO(storage.get_bytes(key))) as image:
+                return image.convert("RGB")
+
+        return cls(first=load(spec.input_key), last=load(spec.last_frame_key))
 
 
 @dataclass
@@ -55,9 +69,10 @@ class ModelRunner(Protocol):
     def timing_for(self, spec: JobSpec) -> TimingModel | None:
         """The service-time model of the job's shape (None: no SLA planning)."""
 
-    def generate(self, spec: JobSpec, images: InputImages, on_step: StepHook,
+    def generate(self, spec: JobSpec, budget: float, images: InputImages, on_step: StepHook,
                  replan: Replan | None = None) -> GeneratedClip:
-        """The clip of ``spec`` at its size, frames and budget; ``on_step`` after every denoising step."""
+        """The clip of ``spec`` at its size and frames and at ``budget`` (the job's plan); ``on_step`` after
+        every denoising step, ``replan`` at HSA's re-allocation points."""
 
     def observe(self, spec: JobSpec, clip: GeneratedClip, fixed_seconds: float) -> None:
         """Refine the shape's timing model with a finished job (``fixed_seconds``: its time outside denoising)."""
@@ -82,10 +97,10 @@ class TimedShapes:
             self.cache.save(key, self.timings[key])
 
 
-def sampler_figures(spec: JobSpec, result) -> dict[str, Any]:
+def sampler_figures(budget: float, result) -> dict[str, Any]:
     """What a sampler's result (``hsa_core.SampleResult``) tells the job record and the metrics."""
     return {
-        "budget": spec.budget,
+        "budget": budget,
         "achieved_compute_fraction": round(result.achieved_compute_fraction, 4),
         "denoise_seconds": round(result.seconds, 4),
         "replans": _replans(result),

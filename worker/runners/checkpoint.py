@@ -14,15 +14,14 @@ import logging
 import time
 from pathlib import Path
 
-from server.jobs import JobSpec, ModelCard, ModelLimits, ShapeInfo, shape_key
-from server.sla import TimingModel
+from jobs.records import MAX_STEPS, JobSpec, ModelCard, ModelLimits, ShapeInfo, shape_key
+from jobs.sla import TimingModel
 
 from .base import DecodeFailed, GeneratedClip, InputImages, Replan, StepHook, TimedShapes, sampler_figures
 from .timing import PROBE_FRACTIONS, TimingCache, hardware_name, probe_repeats, time_mp4, timing_from_probe
 
 log = logging.getLogger("hsa.worker")
 
-MAX_STEPS = 100
 GIB = 1024**3
 TASKS = {"t2v": "text-to-video", "i2v": "image-to-video", "ti2v": "text- and image-to-video"}
 
@@ -135,9 +134,9 @@ class CheckpointRunner:
     def _probe_timing(self, key: str) -> TimingModel:
         """A cold start's short probe of one shape: text encoding, forwards at every token and at half of
         them (per guidance branch), a VAE decode and an MP4."""
-        from hsa_core import calibrate
-
         from PIL import Image
+
+        from hsa_core import calibrate
 
         width, height, frames = map(int, key.split("x"))
         # an image-to-video model is probed with an image: its encoding is part of every job's fixed time
@@ -198,7 +197,7 @@ class CheckpointRunner:
 
     # generation -----------------------------------------------------------------------------------
 
-    def generate(self, spec: JobSpec, images: InputImages, on_step: StepHook,
+    def generate(self, spec: JobSpec, budget: float, images: InputImages, on_step: StepHook,
                  replan: Replan | None = None) -> GeneratedClip:
         from hsa_core import HSASampler
 
@@ -212,7 +211,7 @@ class CheckpointRunner:
         started = time.perf_counter()
         job = self.model.prepare(spec.prompt, **request)
         prepare_seconds = time.perf_counter() - started
-        sampler = HSASampler(spec.budget, self.hsa_config, replan=replan)
+        sampler = HSASampler(budget, self.hsa_config, replan=replan)
         result = self.model.denoise(job, sampler, callback=lambda stats: on_step(stats.step + 1, spec.steps),
                                     free_bytes=self.free_bytes())
         started = time.perf_counter()
@@ -222,7 +221,7 @@ class CheckpointRunner:
         except Exception as error:
             raise DecodeFailed(f"decoding failed ({type(error).__name__}: {error})",
                                self.model.latents_bytes(job, result.tokens)) from error
-        figures = sampler_figures(spec, result)
+        figures = sampler_figures(budget, result)
         figures.update(decoded_with=decoded.decoded_with, prepare_seconds=round(prepare_seconds, 4),
                        decode_seconds=round(time.perf_counter() - started, 4))
         if fallbacks:

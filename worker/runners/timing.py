@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.sla import TimingModel
+from jobs.sla import TimingModel
 
 PROBE_FRACTIONS = (1.0, 0.5)  # every token, and half: two points of the cost line
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from server.jobs import JobSpec, ModelCard, ModelLimits, ShapeInfo, shape_key
-from server.sla import TimingModel
+from jobs.records import MAX_STEPS, JobSpec, ModelCard, ModelLimits, ShapeInfo, shape_key
+from jobs.sla import TimingModel
 
 from .base import GeneratedClip, InputImages, Replan, StepHook, TimedShapes, sampler_figures
 from .timing import PROBE_FRACTIONS, TimingCache, hardware_name, probe_repeats, time_mp4, timing_from_probe
-
-MAX_STEPS = 100
 
 
 class TinyRunner:
@@ -120,7 +118,7 @@ class TinyRunner:
             runtime={"device": str(self.model.adapter.device), "dtype": "float32"},
         )
 
-    def generate(self, spec: JobSpec, images: InputImages, on_step: StepHook,
+    def generate(self, spec: JobSpec, budget: float, images: InputImages, on_step: StepHook,
                  replan: Replan | None = None) -> GeneratedClip:
         from hsa_core import HSASampler
         from hsa_core.media import image_array, upscale
@@ -133,11 +131,11 @@ class TinyRunner:
             raise ValueError("the tiny model takes no last frame")
         first = None if images.first is None else image_array(images.first, config.size)
         clip, result = self.model.generate(
-            spec.prompt, HSASampler(spec.budget, replan=replan), image=first, steps=spec.steps,
+            spec.prompt, HSASampler(budget, replan=replan), image=first, steps=spec.steps,
             guidance_scale=spec.guidance_scale, seed=spec.seed, negative_prompt=spec.negative_prompt,
             callback=lambda stats: on_step(stats.step + 1, spec.steps),
         )
-        figures = sampler_figures(spec, result)
+        figures = sampler_figures(budget, result)
         figures["unknown_words"] = self.model.tokenizer.unknown_words(spec.prompt)
         return GeneratedClip(upscale(clip, factor), fps=spec.fps, figures=figures, denoise_seconds=result.seconds)
 

@@ -2,7 +2,7 @@
 
 Everything here is plain pydantic (no torch), shared by the gateway and the workers:
 
-- ``JobSpec``   the versioned, JSON-only queue message (never pickle): what to generate.
+- ``JobSpec``   what to generate, resolved and validated by the gateway (JSON only, never pickle).
 - ``JobRecord`` the job's state in the job store: status, progress, timings, stats, error.
 - ``ModelCard`` what a live worker serves and the limits the gateway validates requests against.
 """
@@ -15,11 +15,12 @@ import time
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .sla import TimingModel
+from .sla import JobPlan, TimingModel
 
 JOB_SPEC_VERSION = 1
+MAX_STEPS = 100  # denoising steps a request may ask for; every model card's max_steps
 
 
 class JobStatus(str, Enum):
@@ -72,7 +73,10 @@ def shape_key(width: int, height: int, num_frames: int) -> str:
 
 
 class JobSpec(BaseModel):
-    """The queue message: everything a worker needs, resolved and validated by the gateway."""
+    """The request, resolved and validated by the gateway: everything a worker needs to know of what to
+    generate. It never changes; how the job runs (its budget, its time limit) is its ``JobPlan``."""
+
+    model_config = ConfigDict(frozen=True)
 
     version: int = JOB_SPEC_VERSION
     job_id: str
@@ -86,19 +90,22 @@ class JobSpec(BaseModel):
     num_frames: int
     fps: int
     steps: int
-    budget: float
+    budget: float | None = None  # the request's own budget; None: chosen for the deadline (the plan's)
     seed: int
     guidance_scale: float | None = None  # None: the model's default
     guidance_scale_2: float | None = None  # two-expert models: the low-noise expert's; None: the model's default
     webhook_url: str | None = None
-    soft_time_limit: float | None = None  # seconds; the worker stops the job past it
-    # latency SLA (server/sla.py)
-    budget_source: str = "explicit"  # "explicit" (the request's budget) or "sla" (chosen for the deadline)
+    # latency SLA (jobs/sla.py)
     tier: str | None = None
     priority: int = 3  # queue priority, lower first
     deadline_at: float | None = None  # unix time the video should be downloadable by
     min_budget: float = 0.0  # floor for re-planning (the smallest feasible budget)
     best_effort: bool = True  # accepted even when the deadline looked unreachable
+
+    @property
+    def budget_source(self) -> str:
+        """"explicit" (the request set the budget) or "sla" (the planner chooses it for the deadline)."""
+        return "sla" if self.budget is None else "explicit"
 
 
 class ErrorInfo(BaseModel):
@@ -110,6 +117,7 @@ class JobRecord(BaseModel):
     """A job's state in the job store. ``status`` only moves forward (queued → in_progress → terminal)."""
 
     spec: JobSpec
+    plan: JobPlan = None  # how it runs; a record made without one runs at the request's budget (or 1.0)
     owner: str = ""  # digest of the API key that created the job ("" while the API is open); not shown
     status: JobStatus = JobStatus.queued
     progress: float = 0.0  # 0..100, from the sampler's steps
@@ -118,17 +126,22 @@ class JobRecord(BaseModel):
     completed_at: float | None = None
     expires_at: float | None = None
     attempts: int = 0
+    # the queue entry: a job published again (its message was lost) gets a new generation, and a worker
+    # runs only a message of the job's current one
+    generation: int = 1
+    published_at: float | None = None
     error: ErrorInfo | None = None
     output_key: str | None = None
     output_bytes: int | None = None
     timings: dict[str, float] = Field(default_factory=dict)  # seconds per stage
     stats: dict[str, Any] = Field(default_factory=dict)  # sampler figures: achieved compute fraction, …
     webhook: dict[str, Any] | None = None  # delivery outcome
-    predicted_service_seconds: float | None = None  # gateway's prediction of the worker's time
-    predicted_completion_at: float | None = None  # gateway's prediction, queue wait included
-    # the service seconds at the smallest budget a worker may re-plan this job to (its own budget when
-    # explicit): the queue's floor, summed per priority like predicted_service_seconds
-    predicted_floor_seconds: float | None = None
+
+    @model_validator(mode="after")
+    def _plan_of_its_own(self) -> "JobRecord":
+        if self.plan is None:
+            self.plan = JobPlan(budget=1.0 if self.spec.budget is None else self.spec.budget)
+        return self
 
     @property
     def id(self) -> str:
@@ -156,7 +169,7 @@ class ShapeInfo(BaseModel):
     """What a worker knows of one clip shape it serves (``shape_key``): its cost and its memory."""
 
     tokens: int  # latent tokens the transformer denoises
-    timing: TimingModel | None = None  # service-time model for SLA budgets (server/sla.py)
+    timing: TimingModel | None = None  # service-time model for SLA budgets (jobs/sla.py)
     # smallest feasible budget per step count (index = steps), for T2V and I2V; the gateway rejects
     # budgets below it with a 422 instead of queueing a job that must fail (not shown by /v1/models)
     min_budget_t2v: list[float] = Field(default_factory=list)

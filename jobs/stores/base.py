@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..jobs import JobRecord, JobStatus, ModelCard
-from ..queues import QueueMessage
+from ..records import JobRecord, JobStatus, ModelCard
 
 # status transitions a store performs atomically (compare-and-set on the current status)
 ACTIVE = (JobStatus.queued, JobStatus.in_progress)
@@ -42,15 +41,14 @@ class JobStore(Protocol):
         """Raise if the store cannot be reached."""
 
     def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
-               max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+               max_active: int = 0) -> tuple[JobRecord, bool]:
         """Store a new job; with a key seen before, return that job and False (or raise
         ``IdempotencyConflict`` if it came with a different body hash). With ``max_active`` > 0, raise
         ``ActiveJobLimit`` instead when ``record.owner`` already has that many active jobs (atomic:
-        concurrent creates cannot overshoot). ``message``: the job's queue message, written in the
-        same transaction (a new job only; the SQLite store is its own queue and takes none)."""
+        concurrent creates cannot overshoot)."""
 
     async def create_async(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
-                           max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+                           max_active: int = 0) -> tuple[JobRecord, bool]:
         """``create`` for the gateway's event loop."""
 
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -64,8 +62,9 @@ class JobStore(Protocol):
         """One page of jobs (of ``owner`` only, when given) after the job ``after`` (exclusive) and
         whether more follow."""
 
-    def start(self, job_id: str) -> JobRecord | None:
-        """queued/in_progress → in_progress (a re-delivered job restarts); None if the job is terminal or gone."""
+    def start(self, job_id: str, generation: int | None = None) -> JobRecord | None:
+        """queued/in_progress → in_progress (a re-delivered job restarts); None if the job is terminal or
+        gone, or when ``generation`` is not the job's current one (a stale message)."""
 
     def set_progress(self, job_id: str, progress: float) -> None: ...
 
@@ -93,7 +92,7 @@ class JobStore(Protocol):
     def queued_work(self, model: str, at_floor: bool = False) -> dict[int, float]:
         """Predicted service seconds of ``model``'s queued jobs, summed per priority (the SLA planner's
         queue, read in constant time on Redis); ``at_floor``: each job at its smallest budget
-        (``predicted_floor_seconds``), what the queue shrinks to once workers re-plan it."""
+        (the plans' ``predicted_floor_seconds``), what the queue shrinks to once workers re-plan it."""
 
     def running_jobs(self, model: str) -> list[JobRecord]: ...
 
@@ -132,13 +131,3 @@ def merge_cards(cards: list[ModelCard]) -> list[ModelCard]:
             card.limits.default_size = card.limits.sizes[0]
     return sorted((card for card in by_id.values() if card.limits.sizes and card.limits.num_frames),
                   key=lambda card: card.id)
-
-
-def open_job_store(redis_url: str | None, database_path: str | None, idempotency_ttl: int = 24 * 3600) -> JobStore:
-    if redis_url:
-        from .redis_store import RedisJobStore
-
-        return RedisJobStore(redis_url, idempotency_ttl=idempotency_ttl)
-    from .sqlite_store import SqliteJobStore
-
-    return SqliteJobStore(database_path or "hsa-jobs.sqlite3", idempotency_ttl=idempotency_ttl)

@@ -1,8 +1,8 @@
-"""Model cards for tests that run no worker: the gateway validates and plans against them exactly as
-against a live worker's."""
+"""Model cards for a gateway that runs no worker (tests, the fuzz and load benchmarks): it validates
+and plans against them exactly as against a live worker's."""
 
-from server.jobs import ModelCard, ModelLimits, ShapeInfo, shape_key
-from server.sla import TimingModel
+from jobs.records import ModelCard, ModelLimits, ShapeInfo, shape_key
+from jobs.sla import TimingModel
 
 STAND_IN_TIMING = TimingModel(step_seconds_fixed=0.01, step_seconds_per_budget=0.04, job_seconds_fixed=0.3)
 

@@ -175,17 +175,3 @@ def open_job_store_for(settings: ServiceSettings):
     from .stores import open_job_store
 
     return open_job_store(settings.redis_url, str(settings.database_path), settings.idempotency_ttl_seconds)
-
-
-def open_rate_limiter(settings: ServiceSettings):
-    from .limits import LocalRateLimiter, RedisRateLimiter
-
-    rate, burst = settings.rate_limit_per_second, settings.rate_limit_burst
-    # several gateways share one Redis bucket per key; the one-process mode has a single gateway
-    return RedisRateLimiter(settings.redis_url, rate, burst) if settings.redis_url else LocalRateLimiter(rate, burst)
-
-
-def open_job_queue(settings: ServiceSettings):
-    from .queues import CeleryJobQueue, EmbeddedJobQueue
-
-    return CeleryJobQueue(settings.redis_url) if settings.redis_url else EmbeddedJobQueue()

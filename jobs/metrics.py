@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -101,7 +109,7 @@ def observe_job(record) -> None:
     if computed is not None and total is not None:
         TOKEN_STEPS.labels(model, "computed").inc(computed)
         TOKEN_STEPS.labels(model, "skipped").inc(max(0, total - computed))
-    budget = stats.get("budget", spec.budget)
+    budget = stats.get("budget", record.plan.budget)
     BUDGET.labels(model, "chosen").observe(budget)
     if stats.get("achieved_compute_fraction") is not None:
         BUDGET.labels(model, "achieved").observe(stats["achieved_compute_fraction"])

@@ -15,8 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..jobs import JobRecord, JobStatus, ModelCard
-from ..queues import QueueMessage
+from ..records import JobRecord, JobStatus, ModelCard
 from .base import ActiveJobLimit, IdempotencyConflict, PlannerView, merge_cards
 
 _SCHEMA = """
@@ -106,9 +105,7 @@ class SqliteJobStore:
         return JobRecord.model_validate(data)
 
     def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
-               max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
-        if message is not None:
-            raise ValueError("the SQLite store is its own queue: a job row needs no queue message")
+               max_active: int = 0) -> tuple[JobRecord, bool]:
         with self._transaction() as db:
             if idempotency_key is not None:
                 now = time.time()
@@ -136,10 +133,10 @@ class SqliteJobStore:
         return record, True
 
     async def create_async(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
-                           max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+                           max_active: int = 0) -> tuple[JobRecord, bool]:
         # a write may wait for the embedded worker's transaction (up to the 30 s busy timeout): not
         # on the event loop
-        return await asyncio.to_thread(self.create, record, idempotency_key, body_hash, max_active, message)
+        return await asyncio.to_thread(self.create, record, idempotency_key, body_hash, max_active)
 
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self._connection().execute(
@@ -177,7 +174,9 @@ class SqliteJobStore:
                              *(status.value for status in allowed)))
         return cursor.rowcount == 1
 
-    def start(self, job_id: str) -> JobRecord | None:
+    def start(self, job_id: str, generation: int | None = None) -> JobRecord | None:
+        """As ``JobStore.start``; the row is the queue entry, so there is no stale message to tell apart
+        (``generation`` is accepted for the protocol's sake)."""
         with self._transaction() as db:
             record = self._load(db.execute("SELECT status, progress, record FROM jobs WHERE id = ?",
                                            (job_id,)).fetchone())
@@ -252,8 +251,8 @@ class SqliteJobStore:
     def _queued_work_sums(self, model: str) -> tuple[dict[int, float], dict[int, float]]:
         """Queued work per priority at the planned budgets and at the floor, in one scan."""
         rows = self._connection().execute(
-            "SELECT priority, SUM(COALESCE(json_extract(record, '$.predicted_service_seconds'), 0)), "
-            "SUM(COALESCE(json_extract(record, '$.predicted_floor_seconds'), 0)) FROM jobs "
+            "SELECT priority, SUM(COALESCE(json_extract(record, '$.plan.predicted_service_seconds'), 0)), "
+            "SUM(COALESCE(json_extract(record, '$.plan.predicted_floor_seconds'), 0)) FROM jobs "
             "WHERE status = 'queued' AND model = ? GROUP BY priority", (model,)).fetchall()
         return ({priority: work for priority, work, _ in rows if work},
                 {priority: floor for priority, _, floor in rows if floor})

@@ -1,4 +1,4 @@
-"""Real services as child processes, for the benchmarks and the tests: redis-server, a moto S3 server
+"""Real services as child processes: redis-server, a moto S3 server
 and our own ``hsa-video`` commands, each on a free loopback port, in its own process group (stopped
 or killed with all its children), with its output in a log file.
 """

@@ -16,9 +16,10 @@ Keys (prefix ``hsa:``)::
     worker:{host-pid}   a live Celery worker (its main process), expires unless it heartbeats; a
                         running job's hash names it (``worker``) so its jobs can be re-queued if it dies
 
-A create is one Lua script that also pushes the job's Celery message (``server/queues.py``), so a
-job is queued if and only if it is stored. Status changes are compare-and-set Lua scripts, so a
-cancel racing a worker's finish has one winner.
+A create is one Lua script (the record, its indexes and queued work, the idempotency claim and the
+per-key cap, all or nothing); the gateway publishes the job's Celery task after it. Status changes are
+compare-and-set Lua scripts, so a cancel racing a worker's finish has one winner, and a start checks
+the queue entry's generation (``generation`` in the job's hash), so a stale message never runs a job.
 Commands that fail on a dropped connection are retried with backoff for about 15 s, so gateways and
 workers ride out a Redis restart instead of failing the requests and jobs in flight.
 """
@@ -34,9 +35,7 @@ import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..jobs import JobRecord, JobStatus, ModelCard
-from ..limits import GCRA_LUA, RateBucket
-from ..queues import QueueMessage
+from ..records import JobRecord, JobStatus, ModelCard
 from .base import ActiveJobLimit, IdempotencyConflict, PlannerView, merge_cards
 
 # 0.05, 0.1, 0.2, 0.4, 0.8, then 1 s per try: ~15 s of outage ridden out (a restart takes ~1 s)
@@ -46,11 +45,13 @@ ASYNC_RECONNECT_RETRY = redis.asyncio.retry.Retry(ExponentialBackoff(cap=1.0, ba
 # KEYS[1] job hash, KEYS[2] and KEYS[3] (optional) the model's queued_work and queued_floor hashes;
 # ARGV[1] allowed current statuses
 # (comma-separated); ARGV[2] new status; ARGV[3] new record JSON or ""; ARGV[4] new progress or ""
-# (absent: unchanged); returns 1 when the transition happened. One script, so no reader sees the new
-# status with the old progress, and a job leaves the queued work exactly once.
+# (absent: unchanged); ARGV[5] the generation the job must be at or "" (any), ARGV[6] a new generation
+# or ""; returns 1 when the transition happened. One script, so no reader sees the new status with the
+# old progress, and a job leaves the queued work exactly once.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
+if ARGV[5] and ARGV[5] ~= '' and (redis.call('HGET', KEYS[1], 'generation') or '1') ~= ARGV[5] then return 0 end
 for allowed in string.gmatch(ARGV[1], '[^,]+') do
   if allowed == current then
     if current == 'queued' and ARGV[2] ~= 'queued' and KEYS[2] then
@@ -61,6 +62,7 @@ for allowed in string.gmatch(ARGV[1], '[^,]+') do
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'record', ARGV[3]) end
     if ARGV[4] and ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
+    if ARGV[6] and ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'generation', ARGV[6]) end
     return 1
   end
 end
@@ -69,58 +71,43 @@ return 0
 
 
 # One script, so a create is one round trip and all-or-nothing: the idempotency claim, the per-key
-# cap, the record with its indexes and queued work, and the Celery message land together or not at all.
+# cap and the record with its indexes and queued work land together or not at all.
 # KEYS: job hash, jobs index, owner's jobs, owner's active set, model's queued set, queued_work,
-# queued_floor, idempotency key or "", queue list or ""; ARGV: status, progress, record JSON,
-# priority, work, floor, created_at, job id, max_active, idempotency claim JSON or "", body hash,
-# idempotency TTL, message payload or "", job key prefix. Returns {"created"}, {"replay", id},
-# {"conflict", id} or {"limit"}.
+# queued_floor, idempotency key or ""; ARGV: status, progress, record JSON, priority, work, floor,
+# created_at, job id, max_active, idempotency claim JSON or "", body hash, idempotency TTL, job key
+# prefix, generation. Returns {"created"}, {"replay", id}, {"conflict", id} or {"limit"}.
 _CREATE = """
 if ARGV[10] ~= '' then
   local seen = redis.call('GET', KEYS[8])
   if seen then
     seen = cjson.decode(seen)
     if seen['body_hash'] ~= ARGV[11] then return {'conflict', seen['job_id']} end
-    if redis.call('EXISTS', ARGV[14] .. seen['job_id']) == 1 then return {'replay', seen['job_id']} end
+    if redis.call('EXISTS', ARGV[13] .. seen['job_id']) == 1 then return {'replay', seen['job_id']} end
   end
 end
 local max_active = tonumber(ARGV[9])
 if max_active > 0 and redis.call('SCARD', KEYS[4]) >= max_active then return {'limit'} end
 if ARGV[10] ~= '' then redis.call('SET', KEYS[8], ARGV[10], 'EX', ARGV[12]) end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'progress', ARGV[2], 'record', ARGV[3], 'priority', ARGV[4],
-           'work', ARGV[5], 'floor', ARGV[6])
+           'work', ARGV[5], 'floor', ARGV[6], 'generation', ARGV[14])
 if tonumber(ARGV[5]) > 0 then redis.call('HINCRBYFLOAT', KEYS[6], ARGV[4], ARGV[5]) end
 if tonumber(ARGV[6]) > 0 then redis.call('HINCRBYFLOAT', KEYS[7], ARGV[4], ARGV[6]) end
 redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8])
 redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
 redis.call('SADD', KEYS[4], ARGV[8])
 redis.call('SADD', KEYS[5], ARGV[8])
-if ARGV[13] ~= '' then redis.call('LPUSH', KEYS[9], ARGV[13]) end
 return {'created'}
 """
 
-# GCRA_LUA, then: KEYS[1] job hash, KEYS[2] the caller's rate bucket; ARGV[1] interval, ARGV[2] tolerance.
-# Returns {wait} when the bucket is empty (nothing read), else {'0', the job hash's fields}.
-_READ_RATE_LIMITED = GCRA_LUA + """
-local wait = take_token(KEYS[2], ARGV[1], ARGV[2])
-if wait ~= '0' then return {wait} end
-return {'0', redis.call('HGETALL', KEYS[1])}
-"""
-
-# GCRA_LUA, then: KEYS[1] the model's queued_work, KEYS[2] queued_floor, KEYS[3] running set, KEYS[4] the
-# caller's rate bucket or ""; ARGV[1] interval, ARGV[2] tolerance, ARGV[3] job key prefix. Returns {wait}
-# when the bucket is empty (nothing read), else {'0', queued_work fields, queued_floor fields, {each running
-# job's hash fields}}: the SLA planner's whole view in one round trip, however many jobs run.
-_PLANNER_VIEW = GCRA_LUA + """
-if KEYS[4] ~= '' then
-  local wait = take_token(KEYS[4], ARGV[1], ARGV[2])
-  if wait ~= '0' then return {wait} end
-end
+# KEYS[1] the model's queued_work, KEYS[2] queued_floor, KEYS[3] running set; ARGV[1] job key prefix.
+# Returns {queued_work fields, queued_floor fields, {each running job's hash fields}}: the SLA planner's
+# whole view in one round trip, however many jobs run.
+_PLANNER_VIEW = """
 local running = {}
 for _, job_id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  running[#running + 1] = redis.call('HGETALL', ARGV[3] .. job_id)
+  running[#running + 1] = redis.call('HGETALL', ARGV[1] .. job_id)
 end
-return {'0', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), running}
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), running}
 """
 
 _SET_PROGRESS = """
@@ -142,7 +129,6 @@ class RedisJobStore:
         self._set_progress = self.redis.register_script(_SET_PROGRESS)
         self._create = self.redis.register_script(_CREATE)
         self._create_on_loop = self.redis_async.register_script(_CREATE)
-        self._read_rate_limited = self.redis_async.register_script(_READ_RATE_LIMITED)
         self._planner_view = self.redis_async.register_script(_PLANNER_VIEW)
 
     def _key(self, *parts: str) -> str:
@@ -167,9 +153,9 @@ class RedisJobStore:
         return JobRecord.model_validate(data)
 
     def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
-               max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+               max_active: int = 0) -> tuple[JobRecord, bool]:
         for _ in range(2):
-            outcome = self._create(*self._create_call(record, idempotency_key, body_hash, max_active, message))
+            outcome = self._create(*self._create_call(record, idempotency_key, body_hash, max_active))
             if (result := self._created(record, outcome, max_active)) is not None:
                 return result
             if (replayed := self.get(outcome[1])) is not None:
@@ -177,28 +163,27 @@ class RedisJobStore:
         raise RuntimeError(f"idempotency key {idempotency_key!r} keeps naming a deleted job")
 
     async def create_async(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
-                           max_active: int = 0, message: QueueMessage | None = None) -> tuple[JobRecord, bool]:
+                           max_active: int = 0) -> tuple[JobRecord, bool]:
         for _ in range(2):
-            outcome = await self._create_on_loop(*self._create_call(record, idempotency_key, body_hash, max_active,
-                                                                    message))
+            outcome = await self._create_on_loop(*self._create_call(record, idempotency_key, body_hash, max_active))
             if (result := self._created(record, outcome, max_active)) is not None:
                 return result
             if (replayed := await self.get_async(outcome[1])) is not None:
                 return replayed, False
         raise RuntimeError(f"idempotency key {idempotency_key!r} keeps naming a deleted job")
 
-    def _create_call(self, record: JobRecord, idempotency_key: str | None, body_hash: str | None, max_active: int,
-                     message: QueueMessage | None) -> tuple[list[str], list]:
+    def _create_call(self, record: JobRecord, idempotency_key: str | None, body_hash: str | None,
+                     max_active: int) -> tuple[list[str], list]:
         model, owner = record.spec.model, record.owner
         keys = [self._key("job", record.id), self._key("jobs"), self._key("owner", owner, "jobs"),
                 self._key("owner", owner, "active"), self._key("queued", model), *self._queue_keys(model),
-                self._key("idem", idempotency_key) if idempotency_key is not None else "",
-                message.key if message is not None else ""]
+                self._key("idem", idempotency_key) if idempotency_key is not None else ""]
         claim = json.dumps({"body_hash": body_hash, "job_id": record.id}) if idempotency_key is not None else ""
         args = [record.status.value, record.progress, self._dump(record), record.spec.priority,
-                record.predicted_service_seconds or 0.0, record.predicted_floor_seconds or 0.0, record.created_at,
-                record.id, max_active, claim, body_hash or "", self.idempotency_ttl,
-                message.payload if message is not None else "", self._key("job", "")]
+                record.plan.predicted_service_seconds or 0.0, record.plan.predicted_floor_seconds or 0.0,
+                record.created_at,
+                record.id, max_active, claim, body_hash or "", self.idempotency_ttl, self._key("job", ""),
+                record.generation]
         return keys, args
 
     @staticmethod
@@ -223,16 +208,6 @@ class RedisJobStore:
     async def get_async(self, job_id: str) -> JobRecord | None:
         return self._load(await self.redis_async.hgetall(self._key("job", job_id)))
 
-    async def get_rate_limited_async(self, job_id: str, bucket: RateBucket) -> tuple[float, JobRecord | None]:
-        """Take one request from ``bucket`` (a limiter's on this Redis), then read the job, in one script:
-        (0, the job or None) — or (seconds to wait, None) with nothing read when the bucket is empty."""
-        reply = await self._read_rate_limited(keys=[self._key("job", job_id), bucket.key],
-                                              args=[bucket.interval, bucket.tolerance])
-        wait = float(reply[0])
-        if wait > 0:
-            return wait, None
-        return 0.0, self._load(self._pairs(reply[1]))
-
     def list(self, limit: int, after: str | None = None, newest_first: bool = True,
              owner: str | None = None) -> tuple[list[JobRecord], bool]:
         index = self._key("jobs") if owner is None else self._key("owner", owner, "jobs")
@@ -253,16 +228,17 @@ class RedisJobStore:
 
     # transitions ---------------------------------------------------------------------------------
 
-    def start(self, job_id: str) -> JobRecord | None:
+    def start(self, job_id: str, generation: int | None = None) -> JobRecord | None:
         record = self.get(job_id)
-        if record is None or record.status.terminal:
+        if record is None or record.status.terminal or (generation is not None and record.generation != generation):
             return None
         record.status = JobStatus.in_progress
         record.started_at = time.time()
         record.attempts += 1
         record.progress = 0.0
         if not self._transition(keys=[self._key("job", job_id), *self._queue_keys(record.spec.model)],
-                                args=["queued,in_progress", "in_progress", self._dump(record), 0.0]):
+                                args=["queued,in_progress", "in_progress", self._dump(record), 0.0,
+                                      record.generation, ""]):
             return None
         pipe = self.redis.pipeline()
         pipe.srem(self._key("queued", record.spec.model), job_id)
@@ -368,31 +344,60 @@ class RedisJobStore:
         records = [self.get(job_id) for (job_id, _), live in zip(claimed, alive) if not live]
         return [r for r in records if r is not None and r.status == JobStatus.in_progress]
 
-    def requeue(self, record: JobRecord, message: QueueMessage | None = None) -> bool:
-        """in_progress → queued (once: concurrent reapers race on the compare-and-set), with the job's
-        queue ``message`` pushed in the same transaction as its queue entries."""
+    def requeue(self, record: JobRecord) -> bool:
+        """in_progress → queued under the next generation (once: concurrent reconcilers race on the
+        compare-and-set); the caller then publishes it."""
+        current = record.generation
         record.status, record.progress = JobStatus.queued, 0.0
+        record.generation, record.published_at = current + 1, time.time()
         if not self._transition(keys=[self._key("job", record.id)],
-                                args=["in_progress", "queued", self._dump(record), 0.0]):
+                                args=["in_progress", "queued", self._dump(record), 0.0, current, record.generation]):
             return False
         pipe = self.redis.pipeline()
         pipe.hdel(self._key("job", record.id), "worker")
         pipe.srem(self._key("running", record.spec.model), record.id)
         pipe.sadd(self._key("queued", record.spec.model), record.id)
         self._add_queued_work(pipe, record, +1)
-        if message is not None:
-            pipe.lpush(message.key, message.payload)
         pipe.execute()
         return True
 
+    def republish(self, record: JobRecord) -> bool:
+        """A queued job's next generation (once: a compare-and-set on status and generation), whose message
+        the caller then publishes; its older messages, should any still arrive, are skipped."""
+        current = record.generation
+        record.generation, record.published_at = current + 1, time.time()
+        return bool(self._transition(keys=[self._key("job", record.id)],
+                                     args=["queued", "queued", self._dump(record), "", current, record.generation]))
+
+    def fail_queued(self, record: JobRecord) -> bool:
+        """queued → ``record.status`` (failed) with its fields, at the generation it was read at; False if it
+        started, was cancelled or was published again meanwhile."""
+        if not self._transition(keys=[self._key("job", record.id), *self._queue_keys(record.spec.model)],
+                                args=["queued", record.status.value, self._dump(record), "", record.generation, ""]):
+            return False
+        pipe = self.redis.pipeline()
+        pipe.srem(self._key("queued", record.spec.model), record.id)
+        pipe.srem(self._key("owner", record.owner, "active"), record.id)
+        pipe.execute()
+        return True
+
+    def queued_jobs(self, model: str) -> list[JobRecord]:
+        """The jobs of ``model`` waiting for a worker."""
+        ids = list(self.redis.smembers(self._key("queued", model)))
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self._key("job", job_id))
+        records = [self._load(fields) for fields in pipe.execute()]
+        return [r for r in records if r is not None and r.status == JobStatus.queued]
+
     def _add_queued_work(self, pipe, record: JobRecord, sign: int) -> None:
         priority = str(record.spec.priority)
-        if record.predicted_service_seconds:
+        if record.plan.predicted_service_seconds:
             pipe.hincrbyfloat(self._key("queued_work", record.spec.model), priority,
-                              sign * record.predicted_service_seconds)
-        if record.predicted_floor_seconds:
+                              sign * record.plan.predicted_service_seconds)
+        if record.plan.predicted_floor_seconds:
             pipe.hincrbyfloat(self._key("queued_floor", record.spec.model), priority,
-                              sign * record.predicted_floor_seconds)
+                              sign * record.plan.predicted_floor_seconds)
 
     def _queue_keys(self, model: str) -> list[str]:
         return [self._key("queued_work", model), self._key("queued_floor", model)]
@@ -420,24 +425,10 @@ class RedisJobStore:
         return [r for r in records if r is not None and r.status == JobStatus.in_progress]
 
     async def planner_view_async(self, model: str) -> PlannerView:
-        return (await self._read_planner_view(model, None))[1]
-
-    async def planner_view_rate_limited_async(self, model: str, bucket: RateBucket) -> tuple[float, PlannerView | None]:
-        """Take one request from ``bucket`` (a limiter's on this Redis), then read ``planner_view_async``,
-        in one script: (0, the view) — or (seconds to wait, None) with nothing read when the bucket is empty."""
-        return await self._read_planner_view(model, bucket)
-
-    async def _read_planner_view(self, model: str, bucket: RateBucket | None) -> tuple[float, PlannerView | None]:
-        keys = [self._key("queued_work", model), self._key("queued_floor", model), self._key("running", model),
-                bucket.key if bucket else ""]
-        reply = await self._planner_view(keys=keys, args=[bucket.interval if bucket else 0,
-                                                          bucket.tolerance if bucket else 0, self._key("job", "")])
-        wait = float(reply[0])
-        if wait > 0:
-            return wait, None
-        work, floor = self._pairs(reply[1]), self._pairs(reply[2])
-        return 0.0, PlannerView(self._work(work), self._work(floor),
-                                self._in_progress([self._pairs(fields) for fields in reply[3]]))
+        keys = [self._key("queued_work", model), self._key("queued_floor", model), self._key("running", model)]
+        work, floor, running = await self._planner_view(keys=keys, args=[self._key("job", "")])
+        return PlannerView(self._work(self._pairs(work)), self._work(self._pairs(floor)),
+                           self._in_progress([self._pairs(fields) for fields in running]))
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         ids = self.redis.sunion(self._key("queued", model), self._key("running", model))

@@ -1,10 +1,10 @@
-"""The production stack, on loopback, for the reliability tests and ``hsa-video bench reliability``:
-a durable redis-server (AOF), a moto S3 server behind a TCP proxy that can play "endpoint down",
-Celery worker processes (``hsa-video worker``) and gateways (``hsa-video serve`` with
-``HSA_REDIS_URL``), all real processes; plus the fault injections and the schema fuzzer.
+"""One deployment on loopback: a durable redis-server (AOF), S3 (a moto server behind a TCP proxy that
+can play "endpoint down") or local storage, Celery worker processes (``hsa-video worker``) and a
+gateway (``hsa-video serve`` with ``HSA_REDIS_URL``), all real processes; plus the faults the
+reliability runs inject.
 
-Jobs are the tiny model at 32x32 with 20 steps: about a second each on this CPU, long enough to be
-killed in the middle.
+``FAST_JOB`` is the tiny model at 32x32 with 20 steps: about a second on one CPU core, long enough
+to be killed in the middle.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from celery import Celery
 
-from server.jobs import JobRecord, JobStatus
-from server.queues import BROKER_TRANSPORT_OPTIONS
-from server.settings import hash_api_key
-from server.stores.redis_store import RedisJobStore
-from tests.cards import stand_in_card  # noqa: F401  (the benchmark imports it from here)
-from tests.services import ROOT, Process, free_port, hsa_video_command, service_env, start_redis, wait_until
+from jobs.queues import BROKER_TRANSPORT_OPTIONS
+from jobs.records import JobRecord, JobStatus
+from jobs.settings import hash_api_key
+from jobs.stores.redis_store import RedisJobStore
 
+from .cards import stand_in_card
+from .processes import Process, free_port, hsa_video_command, service_env, start_redis, wait_until
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-reliability-test"
 S3_SECRET = "s3-secret-never-logged"
 WEBHOOK_SECRET = "whsec_cmVsaWFiaWxpdHktc2VjcmV0LW5ldmVyLWxvZ2dlZA=="
@@ -93,40 +94,52 @@ class TcpProxy:
 
 
 class Stack:
-    """One deployment: redis (restartable on the same port), S3 behind a proxy, workers, gateways.
-    Redis fsyncs its AOF on every write unless ``redis_fsync="everysec"`` (docker-compose.yml's)."""
+    """One deployment: redis (restartable on the same port), workers, a gateway, and objects in S3 at
+    ``s3_endpoint`` (behind a ``TcpProxy``) or, without one, in a local folder. Requests need
+    ``api_key`` (None: open mode). Redis fsyncs its AOF on every write unless ``redis_fsync="everysec"``
+    (docker-compose.yml's). ``settings``: more ``HSA_*`` settings for every process."""
 
-    def __init__(self, folder: Path, s3_endpoint: str, redis_fsync: str = "always", **settings: str):
-        self.folder = folder
-        self.redis_dir = folder / "redis"
+    def __init__(self, folder: Path, s3_endpoint: str | None = None, redis_fsync: str = "always",
+                 api_key: str | None = API_KEY, **settings: str):
+        self.folder = Path(folder)
+        self.redis_dir = self.folder / "redis"
         self.redis_dir.mkdir(parents=True)
         self.redis_fsync = redis_fsync
         self.redis, self.redis_url = start_redis(self.redis_dir, appendonly=True, fsync=redis_fsync)
         self.redis_port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
-        self.s3_proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
-        self.bucket = f"reliability-{folder.name.lower().replace('_', '-')[:40]}"
-        self.settings = dict(redis_url=self.redis_url, storage="s3", s3_endpoint_url=self.s3_proxy.url,
-                             s3_bucket=self.bucket, s3_access_key_id="test", s3_secret_access_key=S3_SECRET,
-                             api_key_sha256=hash_api_key(API_KEY), webhook_secret=WEBHOOK_SECRET,
-                             worker_heartbeat_seconds="1", worker_metrics_port="0", torch_threads="1",
-                             data_dir=str(folder / "data"), poll_after_ms="100", rate_limit_per_second="0")
+        self.settings = dict(redis_url=self.redis_url, webhook_secret=WEBHOOK_SECRET, worker_heartbeat_seconds="1",
+                             worker_metrics_port="0", torch_threads="1", data_dir=str(self.folder / "data"),
+                             poll_after_ms="100", rate_limit_per_second="0")
+        self.s3_proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1])) if s3_endpoint else None
+        self.bucket = f"reliability-{self.folder.name.lower().replace('_', '-')[:40]}"
+        if self.s3_proxy:
+            self.settings.update(storage="s3", s3_endpoint_url=self.s3_proxy.url, s3_bucket=self.bucket,
+                                 s3_access_key_id="test", s3_secret_access_key=S3_SECRET)
+        else:  # the gateway serves the files the workers write: one data folder for every process
+            self.settings.update(storage="local")
+        if api_key:
+            self.settings["api_key_sha256"] = hash_api_key(api_key)
         self.settings.update(settings)
         self.workers: list[Process] = []
         self.gateway: Process | None = None
         self.gateway_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.gateway_port}"
         self.store = RedisJobStore(self.redis_url)
-        self.http = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
-        self.celery = Celery("reliability-tests", broker=self.redis_url)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        self.celery = Celery("hsa-harness", broker=self.redis_url)
         self.celery.conf.update(broker_transport_options=BROKER_TRANSPORT_OPTIONS, accept_content=["json"])
 
     # processes -----------------------------------------------------------------------------------
 
-    def start_worker(self, command: list[str] | None = None, **settings: str) -> Process:
+    def start_worker(self, command: list[str] | None = None, concurrency: int = 1, **settings: str) -> Process:
+        """A worker process (``command``, default ``hsa-video worker --model tiny``) with ``concurrency``
+        pool processes."""
         index = len(self.workers)
-        command = command or hsa_video_command("worker", "--model", "tiny")
-        worker = Process(command, self.folder / f"worker-{index}.log", cwd=ROOT,
-                         env=service_env(**{**self.settings, "data_dir": str(self.folder / f"data-{index}"), **settings}))
+        command = command or hsa_video_command("worker", "--model", "tiny", "--concurrency", str(concurrency))
+        data_dir = str(self.folder / f"data-{index}") if self.s3_proxy else self.settings["data_dir"]
+        worker = Process(command, self.folder / f"worker-{index}.log", cwd=SOURCE_ROOT,
+                         env=service_env(**{**self.settings, "data_dir": data_dir, **settings}))
         self.workers.append(worker)
         return worker
 
@@ -138,16 +151,16 @@ class Stack:
                    "gateway ready", self.gateway)
         return self.gateway
 
-    def wait_for_workers(self, count: int, timeout: float = 120) -> None:
-        """Until ``count`` workers list their model and answer Celery's control commands: a worker's model can
-        be listed (its pool process loaded it) a moment before its main process consumes, and the fault
-        tests find the process running a job through those commands."""
+    def wait_for_workers(self, count: int, model: str = "tiny", timeout: float = 300) -> None:
+        """Until ``count`` pool processes list ``model`` and every worker process answers Celery's control
+        commands: a model can be listed (its pool process loaded it) a moment before its worker consumes,
+        and the fault injections find the process running a job through those commands."""
         def live():
-            listed = httpx.get(self.base_url + "/readyz", timeout=2).json()["models"].get("tiny", 0) >= count
+            listed = httpx.get(self.base_url + "/readyz", timeout=2).json()["models"].get(model, 0) >= count
             started = sum(worker.alive() for worker in self.workers)  # a stand-in card has no process to answer
             return listed and len(self.celery.control.ping(timeout=1.0) or []) >= started
 
-        wait_until(live, timeout, f"{count} live tiny workers", self.gateway)
+        wait_until(live, timeout, f"{count} live {model} workers", self.gateway)
 
     def restart_redis(self) -> float:
         """Stop redis (SIGTERM: it syncs its AOF) and start it again on the same port and files;
@@ -169,7 +182,8 @@ class Stack:
                 process.stop()
         self.store.close()
         self.redis.stop()
-        self.s3_proxy.close()
+        if self.s3_proxy:
+            self.s3_proxy.close()
 
     # jobs ----------------------------------------------------------------------------------------
 
@@ -196,11 +210,16 @@ class Stack:
     def s3(self):
         import boto3
 
+        assert self.s3_proxy, "this stack keeps its objects in a local folder"
         return boto3.client("s3", endpoint_url=self.s3_proxy.url, aws_access_key_id="test",
                             aws_secret_access_key="test", region_name="us-east-1")
 
     def objects(self, prefix: str = "videos/") -> dict[str, int]:
-        """Every object under ``prefix`` in the bucket, with its size (read straight from S3)."""
+        """Every object under ``prefix``, with its size (read straight from S3 or the folder)."""
+        if not self.s3_proxy:
+            root = Path(self.settings["data_dir"]) / "objects"
+            return {str(path.relative_to(root)): path.stat().st_size for path in root.rglob("*")
+                    if path.is_file() and str(path.relative_to(root)).startswith(prefix)}
         pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
 
@@ -214,7 +233,7 @@ class Stack:
 
 
 @contextmanager
-def started_stack(folder: Path, s3_endpoint: str, workers: int = 0, worker_command: list[str] | None = None,
+def started_stack(folder: Path, s3_endpoint: str | None, workers: int = 0, worker_command: list[str] | None = None,
                   stand_in: bool = False, **settings: str):
     """A Stack with ``workers`` workers (``worker_command``, default the tiny model) — or, with
     ``stand_in``, only a registered stand-in card — and a ready gateway; closed on exit."""
@@ -239,7 +258,8 @@ def running_on(stack: Stack, job_id: str) -> tuple[Process, int]:
     # limit: answer as soon as every worker has replied, not after the timeout
     live = [worker for worker in stack.workers if worker.alive()]
     active = stack.celery.control.inspect(timeout=2.0, limit=len(live)).active() or {}
-    found = [(node, task["worker_pid"]) for node, tasks in active.items() for task in tasks if task["id"] == job_id]
+    found = [(node, task["worker_pid"]) for node, tasks in active.items() for task in tasks
+             if task["args"][0]["job_id"] == job_id]
     assert len(found) == 1, active
     node, pool_pid = found[0]
     worker_pid = int(node.split("@")[0].rsplit("-", 1)[1])
@@ -253,16 +273,6 @@ def kill_pool_process_running(stack: Stack, job_id: str) -> int:
     return pool_pid
 
 
-def assert_consistent_completion(stack: Stack, record: JobRecord, attempts: int) -> None:
-    """Completed once, with exactly its one MP4 in storage, and a record that says so."""
-    assert record.status == JobStatus.completed, (record, stack.logs())
-    assert record.error is None and record.progress == 100 and record.attempts == attempts, record
-    assert record.completed_at >= record.started_at >= record.created_at
-    objects = stack.objects(f"videos/{record.id}/")
-    assert objects == {record.output_key: record.output_bytes}, objects
-    assert stack.completions(record.id) == 1
-
-
 def kill_mid_job(stack: Stack, seed: int) -> tuple[str, float]:
     """Submit a job, SIGKILL its pool process while it computes; returns the job's id and the seconds
     from the kill to its completion elsewhere."""
@@ -272,61 +282,3 @@ def kill_mid_job(stack: Stack, seed: int) -> tuple[str, float]:
     killed_at = time.monotonic()
     stack.wait_terminal(job_id)
     return job_id, time.monotonic() - killed_at
-
-
-def documented_error_codes() -> set[str]:
-    """Every ``code`` in docs/api.md's error table: the stable codes clients may rely on."""
-    import re
-
-    text = (ROOT / "docs" / "api.md").read_text()
-    table = text[text.index("| HTTP | `code` |"):]
-    table = table[:table.index("\n\n")]
-    return set(re.findall(r"`([a-z_]+)`", table)) - {"code"}
-
-
-@dataclass
-class FuzzResult:
-    cases: int = 0
-    server_errors: list[str] = field(default_factory=list)  # 5xx responses
-    unstable_errors: list[str] = field(default_factory=list)  # errors that are not JSON with a documented code
-
-
-def fuzz_gateway(base_url: str, api_key: str, examples_per_operation: int) -> FuzzResult:
-    """schemathesis against the gateway's OpenAPI schema: for every operation, ``examples_per_operation``
-    valid and as many schema-violating requests (deterministic), each checked for a 5xx and for the
-    error shape. Requests carry the API key, so they reach the handlers rather than stop at 401."""
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from schemathesis import GenerationMode
-
-    codes = documented_error_codes()
-    result = FuzzResult()
-    schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
-    schema.config.update(base_url=base_url)
-    headers = {"Authorization": f"Bearer {api_key}"}
-
-    def check(case) -> None:
-        response = case.call(headers=headers, timeout=30)
-        result.cases += 1
-        where = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
-        if response.status_code >= 500:
-            result.server_errors.append(where)
-        elif response.status_code >= 400:
-            try:
-                code = response.json()["error"]["code"]
-            except (ValueError, KeyError, TypeError):
-                code = None
-            if code not in codes:
-                result.unstable_errors.append(where)
-
-    for operation in schema.get_all_operations():
-        operation = operation.ok()
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            run = settings(max_examples=examples_per_operation, deadline=None, database=None, derandomize=True,
-                           suppress_health_check=list(HealthCheck))(given(case=operation.as_strategy(mode))(check))
-            try:
-                run()
-            except Exception as error:  # schemathesis cannot build a negative case for every operation
-                if "Unsatisfiable" not in type(error).__name__:
-                    raise
-    return result

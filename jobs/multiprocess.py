@@ -1,4 +1,4 @@
-"""Prometheus multiprocess mode set-up. Kept apart from ``server.metrics``: the directory must be
+"""Prometheus multiprocess mode set-up. Kept apart from ``jobs.metrics``: the directory must be
 chosen before prometheus_client is first imported, which importing the metrics module does."""
 
 from __future__ import annotations
