@@ -278,6 +278,39 @@ class WanAdapter:
             condition_tokens=self._condition_tokens(grid, condition),
         )
 
+    def batch_branches(self, branches: list[WanBranch]) -> WanBranch | None:
+        """One branch whose batch stacks ``branches`` (branch-major: rows [k·B, (k+1)·B) are branch k), so
+        every guidance branch runs in one forward; None when they cannot share one (text of different
+        lengths, or only some with an image context).
+
+        A forward of the stacked branch equals the branches' own forwards, row for row: nothing in a Wan
+        block mixes samples of a batch. Its K/V cache needs the stacked batch (``new_kv_cache`` of a grid
+        with that batch).
+        """
+        first = branches[0]
+        if any(b.text_states.shape[1:] != first.text_states.shape[1:] or (b.image_kv is None) != (first.image_kv is None)
+               or (b.condition_tokens is None) != (first.condition_tokens is None) for b in branches):
+            return None
+        if first.image_kv is not None and any(b.image_kv[0][0].shape[2] != first.image_kv[0][0].shape[2]
+                                              for b in branches):
+            return None
+
+        def stacked_kv(per_branch):  # per branch: per layer (K, V) → per layer (K, V) over the stacked batch
+            return [(torch.cat([kv[layer][0] for kv in per_branch]), torch.cat([kv[layer][1] for kv in per_branch]))
+                    for layer in range(len(per_branch[0]))]
+
+        grid = first.grid
+        return WanBranch(
+            grid=TokenGrid((grid.batch * len(branches), *grid.latent_shape[1:]), grid.patch),
+            text_states=torch.cat([b.text_states for b in branches]),
+            cross_kv=stacked_kv([b.cross_kv for b in branches]),
+            rope_cos=first.rope_cos,
+            rope_sin=first.rope_sin,
+            image_kv=stacked_kv([b.image_kv for b in branches]) if first.image_kv is not None else None,
+            condition_tokens=(torch.cat([b.condition_tokens for b in branches])
+                              if first.condition_tokens is not None else None),
+        )
+
     def _image_kv(self, image_embeds: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         if self.image_dim is None:
             if image_embeds is not None:

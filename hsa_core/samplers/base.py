@@ -109,6 +109,11 @@ class GuidedDenoiser:
 
     optionally rescaled per group of tokens (``GuidanceRescale``), which needs every token's latest
     conditional and guided x̂₀; they are kept here, (B, N, D) each, for the job.
+
+    Batched guidance: when the adapter can stack its branches into one batch (``batch_branches``; Wan),
+    every branch runs in one forward of batch branches × B — one model call per step instead of one per
+    branch, the same rows, the same K/V bytes (one cache over the stacked batch). The price is one
+    forward's activations per extra branch at once. ``batch_branches=False`` runs them one by one.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class GuidedDenoiser:
         with_kv_cache: bool = False,
         cache_dtype: torch.dtype | None = None,
         cache_location: str = "device",
+        batch_branches: bool = True,
     ):
         self.adapter = adapter
         self.uses_cfg = conditioning.uses_guidance
@@ -131,8 +137,12 @@ class GuidedDenoiser:
         branch_inputs += [(conditioning.prompt_embeds, term.branch_inputs) for term in self.extra_guidance]
         self.branches = [adapter.prepare_branch(grid, embeds, **conditioning.model_inputs, **inputs)
                          for embeds, inputs in branch_inputs]
-        self.caches = [adapter.new_kv_cache(grid, cache_dtype, cache_location) if with_kv_cache else None
-                       for _ in self.branches]
+        self.stacked = None  # every branch in one batch, when the adapter can stack them
+        if batch_branches and len(self.branches) > 1 and hasattr(adapter, "batch_branches"):
+            self.stacked = adapter.batch_branches(self.branches)
+        cache_grids = [grid] * len(self.branches) if self.stacked is None else [self.stacked.grid]
+        self.caches = [adapter.new_kv_cache(g, cache_dtype, cache_location) if with_kv_cache else None
+                       for g in cache_grids]
         self._predictions: tuple[torch.Tensor, torch.Tensor] | None = None  # x̂₀ (conditional, guided), (B, N, D)
 
     @property
@@ -143,15 +153,21 @@ class GuidedDenoiser:
     def kv_cache_bytes(self) -> int:
         return sum(cache.nbytes for cache in self.caches if cache is not None)
 
+    def velocities(self, x: torch.Tensor, sigma: torch.Tensor, active: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each branch's velocity (B, a, D) in float32, in ``branches`` order."""
+        if self.stacked is None:
+            return [self.adapter.velocity(x, sigma, branch, active=active, kv_cache=cache).float()
+                    for branch, cache in zip(self.branches, self.caches)]
+        n = len(self.branches)
+        out = self.adapter.velocity(torch.cat([x] * n), torch.cat([sigma] * n), self.stacked, active=active,
+                                    kv_cache=self.caches[0])  # (n·B, a, D)
+        return list(out.float().chunk(n))
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, a, D) → guided velocity (B, a, D) in float32.
 
         sigma: (B,), or (B, N) per token as ``sigma_input`` makes it (0 at frozen tokens)."""
-        velocities = [
-            self.adapter.velocity(x, sigma, branch, active=active, kv_cache=cache).float()
-            for branch, cache in zip(self.branches, self.caches)
-        ]
-        return self.guide(x, sigma, velocities, active)
+        return self.guide(x, sigma, self.velocities(x, sigma, active), active)
 
     def guide(self, x: torch.Tensor, sigma: torch.Tensor, velocities: list[torch.Tensor],
               active: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,6 +13,12 @@ branch, as diffusers' pipelines do. Methods:
   below ``threshold``; needs per-model ``mag_ratios`` from a calibration run (``calibrate_mag_ratios``).
 
 The fraction of self-attention layer calls made (``layer_fraction``) is the compute measure.
+
+TaylorSeer runs every guidance branch in one batched forward (``GuidedDenoiser``'s batched guidance)
+inside one cache context: its forecasts are element-wise and its compute steps follow the step count, so
+stacking the branches changes nothing but the number of model calls. FirstBlockCache and MagCache decide
+whether to skip from a norm over the whole hidden state, which over a stacked batch would be one decision
+for both branches; they keep one forward and one context per branch, as diffusers' Wan pipelines run them.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ class DiffusersCacheSampler:
         validate_inputs(x, grid, frozen)
         transformer = adapter.transformer
         steps = schedule.steps
-        denoiser = GuidedDenoiser(adapter, grid, conditioning)
+        denoiser = GuidedDenoiser(adapter, grid, conditioning, batch_branches=self.method == "taylorseer")
+        forwards_per_step = 1 if denoiser.stacked is not None else denoiser.num_branches
         sigmas = schedule.sigmas.tolist()
         clock = Stopwatch(x.device)
         x = x.to(torch.float32).clone()
@@ -75,10 +82,14 @@ class DiffusersCacheSampler:
             for i in range(steps):
                 step_start = clock.now()
                 sigma = sigma_input(sigmas[i], grid.batch, frozen).to(x.device)
-                outputs = []
-                for b, branch in enumerate(denoiser.branches):
-                    with transformer.cache_context(f"branch {b}"):  # the hooks' state, one per guidance branch
-                        outputs.append(adapter.velocity(x, sigma, branch).float())
+                if denoiser.stacked is not None:
+                    with transformer.cache_context("branches"):  # one state over the stacked branches
+                        outputs = denoiser.velocities(x, sigma)
+                else:
+                    outputs = []
+                    for b, branch in enumerate(denoiser.branches):
+                        with transformer.cache_context(f"branch {b}"):  # the hooks' state, one per guidance branch
+                            outputs.append(adapter.velocity(x, sigma, branch).float())
                 velocity = denoiser.guide(x, sigma, outputs)
                 if frozen is not None:
                     velocity[:, frozen] = 0
@@ -91,7 +102,7 @@ class DiffusersCacheSampler:
             transformer.disable_cache()
         if frozen is not None:
             x[:, frozen] = initial[:, frozen]
-        layer_fraction = (adapter.self_attention_calls - calls_before) / (steps * len(transformer.blocks) * denoiser.num_branches)
+        layer_fraction = (adapter.self_attention_calls - calls_before) / (steps * len(transformer.blocks) * forwards_per_step)
         return SampleResult(tokens=x, steps=stats, num_tokens=grid.num_tokens, token_fraction=layer_fraction,
                             predicted_compute_fraction=layer_fraction, achieved_compute_fraction=layer_fraction,
                             predicted_seconds=None, seconds=seconds,

@@ -54,7 +54,7 @@ class EasyCacheSampler:
             sigma = sigma_input(sigmas[i], grid.batch, frozen).to(x.device)
             if compute:
                 accumulated = 0.0
-                outputs = [adapter.velocity(x, sigma, branch).float() for branch in denoiser.branches]
+                outputs = denoiser.velocities(x, sigma)
                 if previous_output is not None and input_change:
                     rate = float((outputs[0] - previous_output).abs().mean()) / input_change
                 previous_output = outputs[0]

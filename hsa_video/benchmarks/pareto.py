@@ -208,7 +208,8 @@ def heterogeneity(model, items, steps: int) -> dict:
 
                 def velocity(self, tokens, sigma, branch, active=None, kv_cache=None):
                     out = adapter.velocity(tokens, sigma, branch, active=active, kv_cache=kv_cache)
-                    outputs.append(out[0].float().clone())
+                    # one call per branch, or one call with the branches stacked along the batch
+                    outputs.extend(row.float().clone() for row in out)
                     return out
 
             self.guidance = conditioning.guidance_scale if conditioning.uses_guidance else None

@@ -169,3 +169,41 @@ def test_patchify_round_trips_and_orders_tokens_like_diffusers(job):
         conv = model.patch_embedding(job["latents"]).flatten(2).transpose(1, 2)
         linear = torch.nn.functional.linear(tokens, model.patch_embedding.weight.flatten(1), model.patch_embedding.bias)
     assert (conv - linear).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("per_token_sigma", [False, True])
+def test_stacked_guidance_branches_equal_the_branches_run_one_by_one(wan_adapter, job, per_token_sigma):
+    """GuidedDenoiser's batched guidance: one forward of every branch stacked along the batch gives each
+    branch's own velocities (full and subset forwards, through one K/V cache over the stacked batch)."""
+    from hsa_core.samplers import GuidedDenoiser
+
+    grid = wan_adapter.token_grid(job["latents"].shape)
+    conditioning = Conditioning(job["prompt"], job["negative"], guidance_scale=4.0)
+    batched = GuidedDenoiser(wan_adapter, grid, conditioning, with_kv_cache=True)
+    one_by_one = GuidedDenoiser(wan_adapter, grid, conditioning, with_kv_cache=True, batch_branches=False)
+    assert batched.stacked is not None and one_by_one.stacked is None
+    assert len(batched.caches) == 1 and batched.kv_cache_bytes == one_by_one.kv_cache_bytes
+    x = grid.patchify(job["latents"])
+    frozen = grid.frame_mask([0])
+    sigma = torch.where(frozen, 0.0, torch.tensor(0.6))[None] if per_token_sigma else torch.tensor([0.6])
+    calls = []
+    hook = wan_adapter.transformer.blocks[0].register_forward_hook(lambda *a: calls.append(1))
+    for active in (None, torch.tensor([0, 5, 9, 30, 47])):
+        subset_sigma = sigma if active is None or not per_token_sigma else sigma[:, active]
+        inputs = x if active is None else x[:, active]
+        calls.clear()
+        stacked = batched.velocities(inputs, subset_sigma, active)
+        assert len(calls) == 1
+        separate = one_by_one.velocities(inputs, subset_sigma, active)
+        assert len(calls) == 3
+        for a, b in zip(stacked, separate, strict=True):
+            assert (a - b).abs().max() <= 1e-5
+    hook.remove()
+
+
+def test_branches_of_different_text_lengths_run_one_by_one(wan_adapter, job):
+    from hsa_core.samplers import GuidedDenoiser
+
+    grid = wan_adapter.token_grid(job["latents"].shape)
+    conditioning = Conditioning(job["prompt"], job["negative"][:, :3], guidance_scale=4.0)
+    assert GuidedDenoiser(wan_adapter, grid, conditioning).stacked is None
