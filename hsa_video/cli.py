@@ -59,16 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "module"):
         parser.print_help()
         return 0 if args.command is None else 2
+    from jobs.redaction import install_log_redaction, redact
+
+    install_log_redaction()  # before any command logs: service URLs carry passwords
     try:
         return importlib.import_module(args.module).run(args)
     except Exception as error:
         # hsa_core's typed errors, matched by name: importing hsa_core would import torch, which the
         # gateway image does not have
         if any(cls.__name__ == "HSAError" for cls in type(error).__mro__):
-            print(f"hsa-video: error [{error.code}]: {error}", file=sys.stderr)
+            print(f"hsa-video: error [{error.code}]: {redact(str(error))}", file=sys.stderr)
             return 2
         if isinstance(error, (FileNotFoundError, ValueError)):
-            print(f"hsa-video: error: {error}", file=sys.stderr)
+            print(f"hsa-video: error: {redact(str(error))}", file=sys.stderr)
             return 2
         raise
 

@@ -67,6 +67,9 @@ class ServiceSettings(BaseSettings):
     webhook_secret: str | None = Field(None, repr=False)
     webhook_max_attempts: int = Field(5, ge=1)
     webhook_backoff_seconds: float = Field(1.0, ge=0)
+    # networks webhooks may reach besides public addresses (comma-separated CIDRs, e.g. 10.0.0.0/8):
+    # by default none, so no caller can make a worker POST to the services beside it
+    webhook_allowed_networks: str = ""
 
     # workers
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
@@ -147,6 +150,14 @@ class ServiceSettings(BaseSettings):
     def spool_dir(self) -> Path:
         """Outputs a worker could not upload, kept for a retry (S3 storage only)."""
         return self.data_dir / "spool"
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from .destinations import parse_networks
+
+        parse_networks(value)  # a typo fails at start, not at the first webhook
+        return value
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "ServiceSettings":

@@ -1,13 +1,16 @@
-"""Signed webhooks on job completion or failure, retried with exponential backoff.
+"""Signed webhook events, and one delivery attempt that reaches only permitted addresses.
 
 Signatures follow the Standard Webhooks scheme that OpenAI uses, so receivers can verify them with
 ``openai.OpenAI().webhooks.unwrap(body, headers, secret=...)``::
 
-    webhook-id:        evt_…            (unique per event; receivers de-duplicate on it)
-    webhook-timestamp: 1732680000       (unix seconds; receivers reject stale ones)
+    webhook-id:        evt_…            (one per job and event type, the same on every attempt:
+                                         receivers de-duplicate on it)
+    webhook-timestamp: 1732680000       (unix seconds, fresh on every attempt; receivers reject stale ones)
     webhook-signature: v1,<base64(HMAC-SHA256(secret, f"{id}.{timestamp}.{body}"))>
 
 A secret of the form ``whsec_<base64>`` is base64-decoded first, as in the Standard Webhooks spec.
+
+The retries, their backoff and the outbox that survives a worker are ``worker/webhook_dispatcher.py``'s.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from .destinations import DestinationRefused, Network, check_resolved, resolve, url_host_port
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -37,42 +43,86 @@ def sign(body: bytes, secret: str, event_id: str, timestamp: int) -> dict[str, s
     }
 
 
-def event_payload(event_type: str, video: dict[str, Any]) -> dict[str, Any]:
+def event_id(job_id: str, event_type: str) -> str:
+    """The same id for every attempt, from every worker: a receiver sees one event however often it arrives."""
+    return "evt_" + hashlib.sha256(f"{job_id}:{event_type}".encode()).hexdigest()[:24]
+
+
+def event_payload(event_type: str, video: dict[str, Any], created_at: float | None = None) -> dict[str, Any]:
     return {
-        "id": f"evt_{secrets.token_hex(12)}",
+        "id": event_id(video.get("id", ""), event_type),
         "object": "event",
         "type": event_type,  # video.completed | video.failed
-        "created_at": int(time.time()),
+        "created_at": int(created_at if created_at is not None else time.time()),
         "data": video,
     }
 
 
-def deliver(url: str, payload: dict[str, Any], secret: str | None, max_attempts: int = 5,
-            backoff_seconds: float = 1.0, timeout: float = 10.0,
-            sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """POST ``payload`` until a 2xx arrives or attempts run out; returns the delivery outcome."""
-    import httpx
+@dataclass(frozen=True)
+class Attempt:
+    delivered: bool
+    retryable: bool
+    error: str | None  # what the video object shows: the kind of failure, never the receiver's words
 
+
+def _public_only_backend(allowed: list[Network]):
+    import httpcore
+
+    class PublicOnlyBackend(httpcore.SyncBackend):
+        """Resolves the host itself, checks every address and connects only to one it checked: the
+        name cannot resolve differently between the check and the connection. TLS still verifies the
+        certificate against the host name (httpcore passes it as the server name)."""
+
+        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            addresses = check_resolved(host, resolve(host, port), allowed)
+            error: Exception | None = None
+            for address in addresses:
+                try:
+                    return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                except httpcore.ConnectError as failure:
+                    error = failure
+            raise error
+
+    return PublicOnlyBackend()
+
+
+def _without_userinfo(url: str) -> tuple[str, str | None]:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"
+
+
+def post_event(url: str, payload: dict[str, Any], secret: str | None, allowed: list[Network],
+               timeout: float = 10.0) -> Attempt:
+    """One POST of ``payload`` to ``url``: through no proxy, following no redirect (a 3xx is a failure),
+    to a permitted address only."""
+    import httpcore
+
+    try:
+        url_host_port(url)
+    except DestinationRefused:
+        return Attempt(False, False, "delivery refused: the destination is not allowed")
     body = json.dumps(payload, separators=(",", ":")).encode()
-    outcome: dict[str, Any] = {"event_id": payload["id"], "delivered": False, "attempts": 0}
-    for attempt in range(1, max_attempts + 1):
-        headers = {"content-type": "application/json", "user-agent": "hsa-video-webhooks"}
-        if secret:
-            # re-signed per attempt so the timestamp stays fresh for the receiver's replay window
-            headers.update(sign(body, secret, payload["id"], int(time.time())))
-        outcome["attempts"] = attempt
-        try:
-            response = httpx.post(url, content=body, headers=headers, timeout=timeout)
-            outcome["status_code"] = response.status_code
-            if response.is_success:
-                outcome["delivered"] = True
-                outcome.pop("error", None)
-                return outcome
-            outcome["error"] = f"HTTP {response.status_code}"
-            if response.status_code not in RETRYABLE_STATUS:
-                return outcome
-        except httpx.HTTPError as error:
-            outcome["error"] = f"{type(error).__name__}: {error}"
-        if attempt < max_attempts:
-            sleep(backoff_seconds * 2 ** (attempt - 1))
-    return outcome
+    headers = {"content-type": "application/json", "user-agent": "hsa-video-webhooks"}
+    url, credentials = _without_userinfo(url)
+    if credentials:  # user-info is the receiver's Basic credentials, as browsers and httpx send them
+        headers["authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    if secret:
+        headers.update(sign(body, secret, payload["id"], int(time.time())))
+    try:
+        with httpcore.ConnectionPool(network_backend=_public_only_backend(allowed), max_connections=1) as pool:
+            response = pool.request("POST", url, headers=list(headers.items()), content=body,
+                                    extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"),
+                                                                         timeout)})
+    except DestinationRefused:
+        return Attempt(False, False, "delivery refused: the destination is not allowed")
+    except httpcore.TimeoutException:
+        return Attempt(False, True, "delivery failed: timed out")
+    except (httpcore.NetworkError, httpcore.ProtocolError, OSError):
+        return Attempt(False, True, "delivery failed: no connection")
+    if 200 <= response.status < 300:
+        return Attempt(True, False, None)
+    return Attempt(False, response.status in RETRYABLE_STATUS, f"delivery failed: HTTP {response.status // 100}xx")

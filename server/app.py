@@ -6,6 +6,7 @@ store/queue/storage to exercise both deployments (Redis + Celery + S3, and the e
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -20,8 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
 from jobs import metrics
+from jobs.destinations import parse_networks
 from jobs.public import ModelObject
 from jobs.queues import open_job_queue
+from jobs.redaction import redact
 from jobs.settings import ServiceSettings, open_job_store_for, open_object_store
 
 from . import __version__
@@ -94,6 +97,25 @@ class ModelList(BaseModel):
     data: list[ModelObject]
 
 
+READY_CHECK_SECONDS = 2.0  # load balancers and orchestrators give a readiness probe a few seconds
+
+
+async def _check(state, name: str, component) -> str:
+    """"ok", or why not, within ``READY_CHECK_SECONDS``. A ping still running from an earlier probe (a
+    client in its reconnect loop) is waited on again rather than joined by a second one, so probes of
+    a dead dependency do not pile up threads."""
+    pending = state.ready_checks.get(name)
+    if pending is None or pending.done():
+        pending = state.ready_checks[name] = asyncio.ensure_future(run_in_threadpool(component.ping))
+    try:
+        await asyncio.wait_for(asyncio.shield(pending), READY_CHECK_SECONDS)
+        return "ok"
+    except asyncio.TimeoutError:
+        return f"error: no answer within {READY_CHECK_SECONDS:g} s"
+    except Exception as error:  # any failure means not ready; say which and why
+        return redact(f"error: {type(error).__name__}: {error}")
+
+
 def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None, storage=None,
               limiter=None) -> FastAPI:
     """The gateway app over the services ``settings`` name (tests pass their own store, queue, storage)."""
@@ -123,6 +145,8 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
     app = FastAPI(title="hsa-video", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible video generation with Heterogeneous Step Allocation")
     app.state.settings = settings
+    app.state.ready_checks = {}
+    app.state.webhook_networks = parse_networks(settings.webhook_allowed_networks)
     install_error_handlers(app)
     app.include_router(videos_router)
     if settings.cors_allow_origins:  # off by default: browsers get no cross-origin access at all
@@ -161,20 +185,22 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: job store, broker and object storage reachable (workers are reported, not required)."""
+        """Readiness: job store, broker and object storage reachable, and a worker serving a model; each
+        check answers within ``READY_CHECK_SECONDS``."""
         state = request.app.state
-        checks: dict[str, str] = {}
-        for name, component in (("job_store", state.store), ("broker", state.queue), ("storage", state.storage)):
+        names = ("job_store", "broker", "storage")
+        outcomes = await asyncio.gather(*(_check(state, name, component) for name, component in
+                                          zip(names, (state.store, state.queue, state.storage))))
+        checks = dict(zip(names, outcomes))
+        models: dict[str, int] = {}
+        if checks["job_store"] == "ok":
             try:
-                await run_in_threadpool(component.ping)
-                checks[name] = "ok"
-            except Exception as error:  # any failure means not ready; say which and why
-                checks[name] = f"error: {type(error).__name__}: {error}"
+                cards = await asyncio.wait_for(run_in_threadpool(state.store.models), READY_CHECK_SECONDS)
+                models = {card.id: card.workers for card in cards}
+            except Exception:  # the store blinked between the two reads: the next probe says
+                pass
+        checks["workers"] = "ok" if models else "error: no worker serves a model yet"
         ready = all(value == "ok" for value in checks.values())
-        try:
-            models = {card.id: card.workers for card in await run_in_threadpool(state.store.models)}
-        except Exception:
-            models = {}
         return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks, "models": models},
                             status_code=200 if ready else 503)
 

@@ -3,7 +3,8 @@
 Keys are configured as SHA-256 digests (``HSA_API_KEY_SHA256``), never in clear; a presented key is
 hashed and compared with every digest in constant time (``hmac.compare_digest``). The digest is
 the caller's identity: it owns the jobs it creates, and its requests draw on its own token bucket
-(``server/limits.py``).
+(``server/limits.py``). With no keys configured (open mode) every caller sees every job, and the
+client's address takes the key's place for the bucket and the cap on active jobs.
 """
 
 from __future__ import annotations
@@ -48,12 +49,18 @@ def authenticate(request: Request) -> str:
     return digest
 
 
+def client_identity(request: Request, digest: str) -> str:
+    """Whose bucket and job cap a request draws on: its key's, or in open mode (no keys) its client
+    address's — behind a proxy, every client of that proxy shares one."""
+    if digest:
+        return digest
+    return "client:" + (request.client.host if request.client else "unknown")
+
+
 async def enforce_rate_limit(request: Request, digest: str) -> None:
-    """Take one request from the key's bucket, or 429 ``rate_limit_exceeded`` with ``Retry-After``."""
-    if not digest:  # auth off: no keys, no buckets
-        return
+    """Take one request from the caller's bucket, or 429 ``rate_limit_exceeded`` with ``Retry-After``."""
     try:
-        wait = await request.app.state.limiter.acquire(digest)
+        wait = await request.app.state.limiter.acquire(client_identity(request, digest))
     except Exception as error:  # limits protect the service; their store being down must not take it down
         log.warning("rate limiter unavailable, request let through: %s", error)
         wait = 0.0
@@ -63,7 +70,7 @@ async def enforce_rate_limit(request: Request, digest: str) -> None:
 
 def rate_limit_exceeded(wait: float) -> APIError:
     """429 ``rate_limit_exceeded``: the key's bucket is empty for ``wait`` seconds."""
-    return APIError(429, "rate_limit_exceeded", f"too many requests for this API key; retry in {wait:.2f} s",
+    return APIError(429, "rate_limit_exceeded", f"too many requests from this caller; retry in {wait:.2f} s",
                     type="rate_limit_error", headers={"Retry-After": retry_after_header(wait)})
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import logging
+import socket
 import time
 from typing import Annotated, Any, Literal
 
@@ -17,12 +19,13 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from jobs import metrics
+from jobs.destinations import DestinationRefused, check_resolved, url_host_port
 from jobs.public import VideoObject
 from jobs.records import JobRecord, JobStatus, input_key, is_job_id, last_frame_key, new_job_id
 from jobs.sla import DeadlineUnreachable, plan_at_submit
 from jobs.stores import ActiveJobLimit, IdempotencyConflict
 
-from .auth import ApiKey
+from .auth import ApiKey, client_identity
 from .errors import APIError, error_responses
 from .schemas import VideoCreate, parse_create, resolve_request
 
@@ -39,6 +42,8 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 ACTIVE_LIMIT_RETRY_AFTER_SECONDS = 5  # a tiny job takes seconds: worth polling again soon, not hammering
 CARD_CACHE_SECONDS = 1.0
+WEBHOOK_RESOLVE_SECONDS = 2.0
+MODEL_STARTING_RETRY_AFTER_SECONDS = 5  # a create waits no longer for the webhook host's DNS
 
 # the create body, for the OpenAPI schema: the route reads JSON or multipart itself
 _CREATE_SCHEMA = VideoCreate.model_json_schema()
@@ -154,20 +159,35 @@ async def _live_cards(state) -> list:
     return cached[1]
 
 
-def _find_card(cards: list, model: str | None, default_model: str | None):
+def expected_model(settings) -> str | None:
+    """The model this deployment serves even while no worker has published it yet: the configured
+    default, or in one-process mode the embedded worker's."""
+    return settings.default_model if settings.redis_url else (settings.default_model or settings.model)
+
+
+async def _find_card(state, cards: list, model: str | None):
     """The card of ``model``; without one, of the configured default model, else of the only model
-    served (404 naming the served models otherwise)."""
+    served (404 naming the served models otherwise). While the expected model's worker starts, the
+    card it last published: the job is queued and runs once the worker is up."""
     served = ", ".join(card.id for card in cards) or "none (no worker is running)"
+    expected = expected_model(state.settings)
     if model is None:
-        if default_model is None and len(cards) == 1:
+        if expected is None and len(cards) == 1:
             return cards[0]
-        if default_model is None:
+        if expected is None:
             raise APIError(404, "model_not_found", f"model: name one of the served models: {served}", "model",
                            extra={"models": [card.id for card in cards]})
-        model = default_model
+        model = expected
     for card in cards:
         if card.id == model:
             return card
+    if model == expected:
+        last = await run_in_threadpool(state.store.last_card, model)
+        if last is not None:
+            return last
+        raise APIError(503, "model_starting", f"model {model!r} is starting and has not been served here before; "
+                       "retry in a few seconds", "model", type="server_error",
+                       headers={"Retry-After": str(MODEL_STARTING_RETRY_AFTER_SECONDS)})
     raise APIError(404, "model_not_found", f"model {model!r} is not served here; models: {served}", "model",
                    extra={"models": [card.id for card in cards]})
 
@@ -216,7 +236,9 @@ async def create_video(request: Request, response: Response, api_key: ApiKey) ->
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise APIError(400, "invalid_idempotency_key",
                            f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-        record, created = await _accept_job(request.app.state, body, images, api_key, idempotency_key)
+        # open mode: every caller sees every job, but the cap on active jobs is the client's own
+        owner = client_identity(request, api_key)
+        record, created = await _accept_job(request.app.state, body, images, api_key, owner, idempotency_key)
     except APIError as error:
         metrics.REJECTIONS.labels(error.code).inc()
         raise
@@ -228,13 +250,15 @@ async def create_video(request: Request, response: Response, api_key: ApiKey) ->
     return VideoObject.of(record)
 
 
-async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_key: str,
+async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_key: str, owner: str,
                       idempotency_key: str | None) -> tuple[JobRecord, bool]:
     """Validate against the model, plan the budget, store the job and publish it to the workers; the stored
     job (an earlier one for a replayed idempotency key) and whether it is new. ``images``: the request's
     first and last frames by field name."""
     settings, store, queue, storage = state.settings, state.store, state.queue, state.storage
-    card = _find_card(await _live_cards(state), body.model, settings.default_model)
+    card = await _find_card(state, await _live_cards(state), body.model)
+    if body.webhook_url:
+        await _refuse_unreachable_webhook(body.webhook_url, state.webhook_networks)
     job_id = new_job_id()
     pngs = {name: await run_in_threadpool(_normalise_image, data, name) for name, data in images.items()}
     keys = {"input_reference": input_key(job_id), "last_frame": last_frame_key(job_id)}
@@ -243,14 +267,14 @@ async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_ke
     view = await store.planner_view_async(card.id) if timing is not None else None
     try:
         # the workers cap an SLA budget by the load their heartbeat saw: the gateway predicts the same
-        plan = plan_at_submit(spec, timing, view, card.workers, card.arrival_rate, time.time(),
+        plan = plan_at_submit(spec, timing, view, max(card.workers, 1), card.arrival_rate, time.time(),
                               settings.time_limit_factor, card.seconds_per_step)
     except DeadlineUnreachable as unreachable:
         raise APIError(429, "deadline_unreachable", f"{unreachable}; retry later, relax the deadline, or send "
                        "best_effort=true", "deadline_s", type="rate_limit_error",
                        headers={"Retry-After": str(unreachable.retry_after)},
                        extra={"predicted_seconds": round(unreachable.fastest_seconds, 2)}) from None
-    record = JobRecord(spec=spec, plan=plan, owner=api_key)
+    record = JobRecord(spec=spec, plan=plan, owner=owner)
     record.published_at = record.created_at
 
     body_hash = None
@@ -265,12 +289,12 @@ async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_ke
     created = False
     try:
         stored, created = await store.create_async(record, idempotency_key, body_hash,
-                                                   settings.max_active_jobs_per_key if api_key else 0)
+                                                   settings.max_active_jobs_per_key)
     except IdempotencyConflict as conflict:
         raise APIError(409, "idempotency_key_reused", "Idempotency-Key was already used with a different "
                        f"request body (job {conflict.job_id})", extra={"video_id": conflict.job_id}) from None
     except ActiveJobLimit as limit:
-        raise APIError(429, "too_many_active_jobs", f"this API key already has {limit.limit} queued or running "
+        raise APIError(429, "too_many_active_jobs", f"this caller already has {limit.limit} queued or running "
                        "jobs; wait for one to finish", type="rate_limit_error",
                        headers={"Retry-After": str(ACTIVE_LIMIT_RETRY_AFTER_SECONDS)}) from None
     finally:
@@ -283,6 +307,26 @@ async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_ke
             log.warning("job %s stored but not published (%s: %s); the reconciler will publish it", job_id,
                         type(error).__name__, error)
     return stored, created
+
+
+async def _refuse_unreachable_webhook(url: str, allowed) -> None:
+    """422 unless every address the URL's host resolves to is one webhooks may reach (the worker checks
+    again when it delivers). The message names no address: internal names stay internal."""
+    try:
+        host, port = url_host_port(url)
+        try:
+            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                                           WEBHOOK_RESOLVE_SECONDS)
+        except (OSError, UnicodeError, asyncio.TimeoutError):
+            infos = []
+        addresses = [info[4][0] for info in infos]
+        if not addresses:
+            raise APIError(422, "invalid_webhook_url", f"webhook_url: {host!r} does not resolve", "webhook_url")
+        check_resolved(host, addresses, allowed)
+    except DestinationRefused:
+        raise APIError(422, "invalid_webhook_url", "webhook_url: not a public address (loopback, private, "
+                       "link-local, multicast and reserved addresses are refused unless the operator allows "
+                       "their network with HSA_WEBHOOK_ALLOWED_NETWORKS)", "webhook_url") from None
 
 
 @router.get("", response_model=VideoList, responses=error_responses(401, 422, 429, 503))

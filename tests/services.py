@@ -48,9 +48,9 @@ def start_redis(directory: Path, appendonly: bool = False, port: int | None = No
 
 class WebhookReceiver:
     """A real HTTP server for webhook tests: answers POSTs with ``statuses`` in turn (then 204) and
-    records each request's headers and body."""
+    records each request's headers and body. An answer is a status, or (status, headers, body)."""
 
-    def __init__(self, statuses=()):
+    def __init__(self, statuses=(), port: int = 0):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -61,14 +61,19 @@ class WebhookReceiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 receiver.requests.append((dict(self.headers), body))
-                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 204)
+                answer = receiver.statuses.pop(0) if receiver.statuses else 204
+                status, headers, content = answer if isinstance(answer, tuple) else (answer, {}, b"")
+                self.send_response(status)
+                for name, value in {**headers, "content-length": str(len(content))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
+                self.wfile.write(content)
                 receiver.arrived.set()
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/video"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

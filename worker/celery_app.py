@@ -146,13 +146,27 @@ def _import_model_code_before_forking(**_) -> None:
     from . import pipeline, runners  # noqa: F401
 
 
+_main_process_threads: list = []
+
+
 @signals.worker_ready.connect
-def _reconcile_while_alive(**_) -> None:
+def _reconcile_and_deliver_while_alive(**_) -> None:
+    """The main process's own work: reconciling the queue and sending webhooks from the outbox."""
+    from jobs.settings import open_job_store_for
+
     from .reconciler import Reconciler
+    from .webhook_dispatcher import WebhookDispatcher
 
     settings = ServiceSettings()
     if settings.redis_url:  # the Celery deployment's: the embedded worker's store is its queue
         Reconciler(settings, settings.model, worker_identity()).start()
+    _main_process_threads.append(WebhookDispatcher(open_job_store_for(settings), settings).start())
+
+
+@signals.worker_shutdown.connect
+def _stop_delivering(**_) -> None:
+    for dispatcher in _main_process_threads:
+        dispatcher.stop()  # what it has not sent stays in the outbox for the other workers
 
 
 @signals.worker_process_init.connect
@@ -178,10 +192,8 @@ class GenerateVideoTask(Task):
 
 def fail_after_hard_time_limit(task: GenerateVideoTask, job_id: str, exc: TimeLimitExceeded) -> None:
     from jobs import metrics
-    from jobs.public import video_object
     from jobs.records import ErrorInfo, JobStatus
     from jobs.settings import open_job_store_for
-    from jobs.webhooks import deliver, event_payload
 
     settings = ServiceSettings()
     if task._store is None:
@@ -193,15 +205,12 @@ def fail_after_hard_time_limit(task: GenerateVideoTask, job_id: str, exc: TimeLi
     record.error = ErrorInfo(code="timeout", message=f"the job ran past its hard time limit of {exc.args[0]} s "
                              "inside one step; its worker process was replaced")
     record.completed_at = time.time()
+    if record.spec.webhook_url:  # the outbox first, as the pipeline does; a dispatcher sends it
+        task._store.schedule_webhook(job_id, time.time())
     if not task._store.finish(record):  # cancelled meanwhile
         return
     log.error("job %s failed: hard time limit (%s s) exceeded", job_id, exc.args[0])
     metrics.observe_job(record)
-    if record.spec.webhook_url:
-        payload = event_payload("video.failed", video_object(record))
-        threading.Thread(target=deliver, name=f"webhook-{job_id}", daemon=True,
-                         args=(record.spec.webhook_url, payload, settings.webhook_secret,
-                               settings.webhook_max_attempts, settings.webhook_backoff_seconds)).start()
 
 
 @app.task(name=TASK_NAME, bind=True, ignore_result=True, base=GenerateVideoTask)

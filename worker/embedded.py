@@ -20,6 +20,7 @@ from .pipeline import JobPipeline
 from .registration import Heartbeat
 from .runners import load_runner
 from .shadow import ShadowReference
+from .webhook_dispatcher import WebhookDispatcher
 
 log = logging.getLogger("hsa.worker")
 
@@ -41,8 +42,9 @@ def run_embedded_worker(settings: ServiceSettings, stop: threading.Event | None 
     # ones pending at shutdown are dropped — they are samples, not work anyone waits for
     shadows: deque[str] = deque(maxlen=MAX_PENDING_SHADOWS)  # job ids
     shadow = ShadowReference(runner, store, storage)
-    pipeline = JobPipeline(runner, store, storage, settings,
-                           submit_shadow=lambda spec: shadows.append(spec.job_id))
+    dispatcher = WebhookDispatcher(store, settings).start()
+    pipeline = JobPipeline(runner, store, storage, settings, submit_shadow=lambda spec: shadows.append(spec.job_id),
+                           webhook_scheduled=dispatcher.wake)
     requeued = store.requeue_in_progress([model])
     if requeued:
         log.warning("re-queued %d job(s) left in progress by a previous run", requeued)
@@ -60,6 +62,5 @@ def run_embedded_worker(settings: ServiceSettings, stop: threading.Event | None 
             pipeline.run(record.id)
     finally:
         heartbeat.stop()
-        for thread in pipeline.webhook_threads:
-            thread.join(timeout=30)
+        dispatcher.stop()  # what it has not sent stays in the outbox for the next start
         store.close()

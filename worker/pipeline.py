@@ -2,7 +2,8 @@
 
     start (queued → in_progress; a cancelled job is skipped) → load the first frame → sample
     (progress + cancellation + deadline checked every step) → MP4 → object store under a
-    deterministic key → finish (→ completed, unless cancelled meanwhile) → signed webhook
+    deterministic key → finish (→ completed, unless cancelled meanwhile), its webhook in the store's
+    outbox for a dispatcher to send (``webhook_dispatcher.py``)
 
 Job-level failures fail the job with a stable error code and keep the worker alive. A job
 re-delivered after a worker died simply runs again: its output key is the same, so it overwrites.
@@ -12,16 +13,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from jobs import metrics
-from jobs.public import video_object
 from jobs.records import ErrorInfo, JobRecord, JobStatus, latents_key, output_key
 from jobs.settings import ServiceSettings
 from jobs.sla import budget_while_running, plan_at_start, recent_arrival_rate, replanned
-from jobs.webhooks import deliver, event_payload
 
 from .runners import DecodeFailed, InputImages
 from .shadow import wants_shadow
@@ -52,10 +50,11 @@ def error_code(error: BaseException) -> str:
 
 
 class JobPipeline:
-    def __init__(self, runner, store, storage, settings: ServiceSettings, submit_shadow=None):
+    def __init__(self, runner, store, storage, settings: ServiceSettings, submit_shadow=None,
+                 webhook_scheduled=None):
         self.runner, self.store, self.storage, self.settings = runner, store, storage, settings
         self.submit_shadow = submit_shadow  # queues a shadow reference run (worker/shadow.py), if any
-        self.webhook_threads: list[threading.Thread] = []
+        self.webhook_scheduled = webhook_scheduled  # wakes a dispatcher in this process, if there is one
 
     def run(self, job_id: str, generation: int | None = None) -> str:
         """Run the stored job ``job_id`` (a message of queue-entry ``generation``; None: the store is the
@@ -141,7 +140,7 @@ class JobPipeline:
         record.status, record.progress = JobStatus.completed, 100.0
         record.output_key, record.stats = key, figures
         record.completed_at, record.expires_at = now, now + self.settings.output_ttl_seconds
-        if not self.store.finish(record):
+        if not self._finish(record):
             # cancelled between the last step and here — or completed by a duplicate delivery (a
             # broker reconnect re-queues running jobs), whose MP4 under the same key must stay
             if self.store.is_cancelled(spec.job_id):
@@ -149,7 +148,6 @@ class JobPipeline:
             raise JobCancelled(spec.job_id)
         log.info("job %s completed in %.2f s (compute fraction %s)", spec.job_id, record.timings["total"],
                  figures.get("achieved_compute_fraction"))
-        self._notify(record, "video.completed")
         if self.submit_shadow is not None and wants_shadow(record, self.settings.shadow_sample_rate):
             try:
                 self.submit_shadow(spec)
@@ -187,25 +185,17 @@ class JobPipeline:
         record.status = JobStatus.failed
         record.error = ErrorInfo(code=code, message=message)
         record.completed_at = time.time()
-        if self.store.finish(record):
-            self._notify(record, "video.failed")
+        if self._finish(record):
             return JobStatus.failed.value
         return JobStatus.cancelled.value
 
-    def _notify(self, record: JobRecord, event_type: str) -> None:
-        if not record.spec.webhook_url:
-            return
-
-        def send() -> None:
-            outcome = deliver(record.spec.webhook_url, event_payload(event_type, video_object(record)),
-                              self.settings.webhook_secret, self.settings.webhook_max_attempts,
-                              self.settings.webhook_backoff_seconds)
-            record.webhook = outcome
-            self.store.update(record)
-            if not outcome["delivered"]:
-                log.warning("webhook for job %s not delivered: %s", record.id, outcome.get("error"))
-
-        # off the job's path: a slow receiver must not hold the GPU worker
-        thread = threading.Thread(target=send, name=f"webhook-{record.id}", daemon=True)
-        thread.start()
-        self.webhook_threads = [t for t in self.webhook_threads if t.is_alive()] + [thread]
+    def _finish(self, record: JobRecord) -> bool:
+        """Store the job's end (False: cancelled meanwhile). Its webhook goes into the outbox first, so
+        no crash between the two can lose the event (the dispatcher waits for the end, and sends no
+        event for a cancelled job)."""
+        if record.spec.webhook_url:
+            self.store.schedule_webhook(record.id, time.time())
+        finished = self.store.finish(record)
+        if finished and record.spec.webhook_url and self.webhook_scheduled is not None:
+            self.webhook_scheduled()
+        return finished

@@ -40,6 +40,7 @@ def _exit_gracefully(signum, frame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jobs.multiprocess import prepare_multiprocess_dir
+    from jobs.redaction import redact
     from jobs.settings import ServiceSettings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,12 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
         worker_settings = model_settings(args)  # exported: the embedded worker reads the same values
         check_model_setup(worker_settings)  # a bad model directory stops here, before anything starts
+        settings = worker_settings  # the gateway queues jobs for the embedded worker's model while it starts
         supervisor = WorkerSupervisor([sys.executable, "-m", "hsa_video.cli", "worker",
                                        "--log-level", args.log_level]).start()
         log.info("one-process mode: embedded %s worker, jobs in %s", worker_settings.model,
                  settings.database_path.resolve())
     elif settings.redis_url:
-        log.info("gateway mode: jobs go through %s; start workers with `hsa-video worker`", settings.redis_url)
+        log.info("gateway mode: jobs go through %s; start workers with `hsa-video worker`",
+                 redact(settings.redis_url))
     try:
         if args.workers > 1:
             if settings.redis_url is None:

@@ -84,18 +84,19 @@ def wait_until(predicate, timeout: float, what: str, process: Process | None = N
 
 
 def start_redis(directory: Path, appendonly: bool = False, port: int | None = None,
-                fsync: str = "always") -> tuple[Process, str]:
+                fsync: str = "always", password: str | None = None) -> tuple[Process, str]:
     """A redis-server and its URL; ``appendonly``: durable (AOF) so a restart on the same ``port`` and
     ``directory`` brings every key back, fsynced on every write (``fsync="always"``) or once a second
-    (``"everysec"``, as docker-compose.yml runs it)."""
+    (``"everysec"``, as docker-compose.yml runs it); ``password``: required of every client, and in the URL."""
     binary = find_binary("redis-server")
     port = port or free_port()
     durability = ["--appendonly", "yes", "--appendfsync", fsync] if appendonly else ["--appendonly", "no"]
-    process = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability,
+    auth = ["--requirepass", password] if password else []
+    process = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability, *auth,
                        "--dir", str(directory)], Path(directory) / f"redis-{time.monotonic_ns()}.log")
     import redis
 
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
     wait_until(lambda: redis.Redis.from_url(url).ping(), 20, "redis-server", process)
     return process, url
 

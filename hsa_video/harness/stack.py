@@ -100,16 +100,18 @@ class Stack:
     (docker-compose.yml's). ``settings``: more ``HSA_*`` settings for every process."""
 
     def __init__(self, folder: Path, s3_endpoint: str | None = None, redis_fsync: str = "always",
-                 api_key: str | None = API_KEY, **settings: str):
+                 api_key: str | None = API_KEY, redis_password: str | None = None, **settings: str):
         self.folder = Path(folder)
         self.redis_dir = self.folder / "redis"
         self.redis_dir.mkdir(parents=True)
-        self.redis_fsync = redis_fsync
-        self.redis, self.redis_url = start_redis(self.redis_dir, appendonly=True, fsync=redis_fsync)
+        self.redis_fsync, self.redis_password = redis_fsync, redis_password
+        self.redis, self.redis_url = start_redis(self.redis_dir, appendonly=True, fsync=redis_fsync,
+                                                 password=redis_password)
         self.redis_port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
         self.settings = dict(redis_url=self.redis_url, webhook_secret=WEBHOOK_SECRET, worker_heartbeat_seconds="1",
                              worker_metrics_port="0", torch_threads="1", data_dir=str(self.folder / "data"),
-                             poll_after_ms="100", rate_limit_per_second="0")
+                             poll_after_ms="100", rate_limit_per_second="0",
+                             webhook_allowed_networks="127.0.0.0/8")  # the receivers are on loopback
         self.s3_proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1])) if s3_endpoint else None
         self.bucket = f"reliability-{self.folder.name.lower().replace('_', '-')[:40]}"
         if self.s3_proxy:
@@ -147,8 +149,11 @@ class Stack:
         self.gateway = Process(hsa_video_command("serve", "--port", str(self.gateway_port), "--log-level", "info",
                                                  "--workers", str(processes), *extra_args),
                                self.folder / f"gateway-{time.monotonic_ns()}.log", env=service_env(**self.settings))
-        wait_until(lambda: httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200, 60,
-                   "gateway ready", self.gateway)
+        def reachable_dependencies() -> bool:  # workers may start after the gateway
+            checks = httpx.get(self.base_url + "/readyz", timeout=5).json()["checks"]
+            return all(value == "ok" for name, value in checks.items() if name != "workers")
+
+        wait_until(reachable_dependencies, 60, "gateway ready", self.gateway)
         return self.gateway
 
     def wait_for_workers(self, count: int, model: str = "tiny", timeout: float = 300) -> None:
@@ -167,7 +172,8 @@ class Stack:
         returns the seconds it was unreachable."""
         down_at = time.monotonic()
         self.redis.stop()
-        self.redis, _ = start_redis(self.redis_dir, appendonly=True, port=self.redis_port, fsync=self.redis_fsync)
+        self.redis, _ = start_redis(self.redis_dir, appendonly=True, port=self.redis_port, fsync=self.redis_fsync,
+                                    password=self.redis_password)
         return time.monotonic() - down_at
 
     def logs(self) -> str:

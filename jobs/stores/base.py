@@ -77,7 +77,22 @@ class JobStore(Protocol):
     def is_cancelled(self, job_id: str) -> bool: ...
 
     def update(self, record: JobRecord) -> None:
-        """Rewrite a terminal job's fields (webhook outcome) without changing its status."""
+        """Rewrite a job's fields without changing its status (never its webhook outcome: that is
+        ``record_webhook``'s, so neither write can undo the other)."""
+
+    # the webhook outbox: a job's event waits here until it is delivered or given up, whatever
+    # becomes of the worker that finished the job
+    def schedule_webhook(self, job_id: str, due_at: float) -> None:
+        """Put the job's webhook in the outbox, due at ``due_at`` (a worker does this before it stores
+        the job's end, so no crash in between can lose the event)."""
+
+    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[str]:
+        """Up to ``limit`` ids of jobs whose webhook is due, each pushed ``lease_seconds`` into the future
+        so that no other dispatcher takes it meanwhile."""
+
+    def record_webhook(self, job_id: str, outcome: dict | None, due_at: float | None) -> None:
+        """Store the delivery outcome the video object shows (None: leave it); keep the webhook in the
+        outbox, due at ``due_at``, or with None take it out."""
 
     def delete(self, job_id: str) -> bool: ...
 
@@ -86,6 +101,10 @@ class JobStore(Protocol):
 
     def models(self) -> list[ModelCard]:
         """Cards of the models live workers serve (one per model id; ``workers`` counts them)."""
+
+    def last_card(self, model: str) -> ModelCard | None:
+        """The card a worker last published for ``model``, live or not (``workers`` 0): what a restarting
+        worker will serve again."""
 
     def queue_depth(self, model: str) -> int: ...
 

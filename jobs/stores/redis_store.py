@@ -70,6 +70,22 @@ return 0
 """
 
 
+# KEYS: the outbox; ARGV: now, lease end, limit. Due ids, each moved to the lease's end in the same step.
+_CLAIM_WEBHOOKS = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return due
+"""
+
+# KEYS: job hash, the outbox; ARGV: outcome JSON or "" (unchanged), due time or "" (done), job id. A
+# deleted job stays deleted.
+_RECORD_WEBHOOK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[3]) return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'webhook', ARGV[1]) end
+if ARGV[2] == '' then redis.call('ZREM', KEYS[2], ARGV[3]) else redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
+return 1
+"""
+
 # One script, so a create is one round trip and all-or-nothing: the idempotency claim, the per-key
 # cap and the record with its indexes and queued work land together or not at all.
 # KEYS: job hash, jobs index, owner's jobs, owner's active set, model's queued set, queued_work,
@@ -126,6 +142,8 @@ class RedisJobStore:
                                                         socket_connect_timeout=5, health_check_interval=30,
                                                         retry=ASYNC_RECONNECT_RETRY)
         self._transition = self.redis.register_script(_TRANSITION)
+        self._claim_webhooks = self.redis.register_script(_CLAIM_WEBHOOKS)
+        self._record_webhook = self.redis.register_script(_RECORD_WEBHOOK)
         self._set_progress = self.redis.register_script(_SET_PROGRESS)
         self._create = self.redis.register_script(_CREATE)
         self._create_on_loop = self.redis_async.register_script(_CREATE)
@@ -141,7 +159,7 @@ class RedisJobStore:
 
     @staticmethod
     def _dump(record: JobRecord) -> str:
-        return record.model_dump_json(exclude={"status", "progress"})
+        return record.model_dump_json(exclude={"status", "progress", "webhook"})
 
     @staticmethod
     def _load(fields: dict[str, str]) -> JobRecord | None:
@@ -150,6 +168,7 @@ class RedisJobStore:
         data = json.loads(fields["record"])
         data["status"] = fields["status"]
         data["progress"] = float(fields.get("progress", 0.0))
+        data["webhook"] = json.loads(fields["webhook"]) if fields.get("webhook") else None
         return JobRecord.model_validate(data)
 
     def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
@@ -290,6 +309,7 @@ class RedisJobStore:
         pipe = self.redis.pipeline()
         pipe.delete(self._key("job", job_id))
         pipe.zrem(self._key("jobs"), job_id)
+        pipe.zrem(self._key("webhooks"), job_id)
         if record is not None:
             pipe.srem(self._key("queued", record.spec.model), job_id)
             pipe.srem(self._key("running", record.spec.model), job_id)
@@ -299,11 +319,31 @@ class RedisJobStore:
                 self._add_queued_work(pipe, record, -1)
         return bool(pipe.execute()[0])
 
+    # webhook outbox: a sorted set of job ids by due time; the outcome is the job hash's own field --
+
+    def schedule_webhook(self, job_id: str, due_at: float) -> None:
+        self.redis.zadd(self._key("webhooks"), {job_id: due_at})
+
+    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[str]:
+        return list(self._claim_webhooks(keys=[self._key("webhooks")], args=[now, now + lease_seconds, limit]))
+
+    def record_webhook(self, job_id: str, outcome: dict | None, due_at: float | None) -> None:
+        self._record_webhook(keys=[self._key("job", job_id), self._key("webhooks")],
+                             args=["" if outcome is None else json.dumps(outcome), "" if due_at is None else due_at,
+                                   job_id])
+
     # workers -------------------------------------------------------------------------------------
 
     def register_model(self, card: ModelCard, worker_id: str, ttl_seconds: float) -> None:
-        self.redis.set(self._key("model", card.id, worker_id), card.model_dump_json(),
-                       px=max(1, int(ttl_seconds * 1000)))
+        text = card.model_dump_json()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self._key("model", card.id, worker_id), text, px=max(1, int(ttl_seconds * 1000)))
+        pipe.set(self._key("last-card", card.id), text)  # no expiry: what a restarting worker serves again
+        pipe.execute()
+
+    def last_card(self, model: str) -> ModelCard | None:
+        text = self.redis.get(self._key("last-card", model))
+        return None if text is None else ModelCard.model_validate_json(text).model_copy(update={"workers": 0})
 
     def models(self) -> list[ModelCard]:
         keys = list(self.redis.scan_iter(match=self._key("model", "*"), count=500))

@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress REAL NOT NULL DEFAULT 0,
     record TEXT NOT NULL,
     priority INTEGER NOT NULL DEFAULT 3,
-    owner TEXT NOT NULL DEFAULT ''
+    owner TEXT NOT NULL DEFAULT '',
+    webhook TEXT,
+    webhook_due REAL
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
@@ -47,6 +49,7 @@ _INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq);
 CREATE INDEX IF NOT EXISTS jobs_by_priority ON jobs (status, model, priority, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_webhook_due ON jobs (webhook_due) WHERE webhook_due IS NOT NULL;
 """
 
 
@@ -63,6 +66,9 @@ class SqliteJobStore:
             db.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 3")
         if "owner" not in columns:  # a job file from before per-key tenancy
             db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        if "webhook" not in columns:  # a job file from before the webhook outbox
+            db.execute("ALTER TABLE jobs ADD COLUMN webhook TEXT")
+            db.execute("ALTER TABLE jobs ADD COLUMN webhook_due REAL")
         db.executescript(_INDEXES)
 
     def _connection(self) -> sqlite3.Connection:
@@ -93,15 +99,16 @@ class SqliteJobStore:
 
     @staticmethod
     def _dump(record: JobRecord) -> str:
-        return record.model_dump_json(exclude={"status", "progress"})
+        return record.model_dump_json(exclude={"status", "progress", "webhook"})
 
     @staticmethod
     def _load(row) -> JobRecord | None:
         if row is None:
             return None
-        status, progress, record = row
+        status, progress, record, webhook = row
         data = json.loads(record)
         data["status"], data["progress"] = status, progress
+        data["webhook"] = json.loads(webhook) if webhook else None
         return JobRecord.model_validate(data)
 
     def create(self, record: JobRecord, idempotency_key: str | None = None, body_hash: str | None = None,
@@ -115,7 +122,7 @@ class SqliteJobStore:
                 if seen is not None:
                     if seen[0] != body_hash:
                         raise IdempotencyConflict(seen[1])
-                    existing = self._load(db.execute("SELECT status, progress, record FROM jobs WHERE id = ?",
+                    existing = self._load(db.execute("SELECT status, progress, record, webhook FROM jobs WHERE id = ?",
                                                      (seen[1],)).fetchone())
                     if existing is not None:
                         return existing, False
@@ -140,7 +147,7 @@ class SqliteJobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         return self._load(self._connection().execute(
-            "SELECT status, progress, record FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            "SELECT status, progress, record, webhook FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     async def get_async(self, job_id: str) -> JobRecord | None:
         # a primary-key read in WAL mode, which never waits for a writer: tens of microseconds, less
@@ -153,14 +160,14 @@ class SqliteJobStore:
         order, compare = ("DESC", "<") if newest_first else ("ASC", ">")
         # "owner IS ?" with NULL would match nothing; "? IS NULL OR" keeps one query for both cases
         if after is None:
-            rows = db.execute(f"SELECT status, progress, record FROM jobs WHERE (? IS NULL OR owner = ?) "
+            rows = db.execute(f"SELECT status, progress, record, webhook FROM jobs WHERE (? IS NULL OR owner = ?) "
                               f"ORDER BY seq {order} LIMIT ?", (owner, owner, limit + 1)).fetchall()
         else:
             anchor = db.execute("SELECT seq FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
                                 (after, owner, owner)).fetchone()
             if anchor is None:
                 return [], False
-            rows = db.execute(f"SELECT status, progress, record FROM jobs WHERE seq {compare} ? "
+            rows = db.execute(f"SELECT status, progress, record, webhook FROM jobs WHERE seq {compare} ? "
                               f"AND (? IS NULL OR owner = ?) ORDER BY seq {order} LIMIT ?",
                               (anchor[0], owner, owner, limit + 1)).fetchall()
         return [self._load(row) for row in rows[:limit]], len(rows) > limit
@@ -178,7 +185,7 @@ class SqliteJobStore:
         """As ``JobStore.start``; the row is the queue entry, so there is no stale message to tell apart
         (``generation`` is accepted for the protocol's sake)."""
         with self._transaction() as db:
-            record = self._load(db.execute("SELECT status, progress, record FROM jobs WHERE id = ?",
+            record = self._load(db.execute("SELECT status, progress, record, webhook FROM jobs WHERE id = ?",
                                            (job_id,)).fetchone())
             if record is None or record.status.terminal:
                 return None
@@ -192,7 +199,7 @@ class SqliteJobStore:
         """The next queued job for one of ``models``: highest priority (lowest number), then oldest."""
         marks = ",".join("?" * len(models))
         return self._load(self._connection().execute(
-            f"SELECT status, progress, record FROM jobs WHERE status = 'queued' AND model IN ({marks}) "
+            f"SELECT status, progress, record, webhook FROM jobs WHERE status = 'queued' AND model IN ({marks}) "
             "ORDER BY priority, seq LIMIT 1", models).fetchone())
 
     def requeue_in_progress(self, models: list[str]) -> int:
@@ -213,7 +220,7 @@ class SqliteJobStore:
 
     def cancel(self, job_id: str) -> JobRecord | None:
         with self._transaction() as db:
-            record = self._load(db.execute("SELECT status, progress, record FROM jobs WHERE id = ?",
+            record = self._load(db.execute("SELECT status, progress, record, webhook FROM jobs WHERE id = ?",
                                            (job_id,)).fetchone())
             if record is None or record.status.terminal:
                 return record
@@ -234,6 +241,23 @@ class SqliteJobStore:
         with self._transaction() as db:
             return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 1
 
+    def schedule_webhook(self, job_id: str, due_at: float) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET webhook_due = ? WHERE id = ?", (due_at, job_id))
+
+    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[str]:
+        with self._transaction() as db:
+            ids = [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE webhook_due IS NOT NULL AND webhook_due <= ? ORDER BY webhook_due LIMIT ?",
+                (now, limit))]
+            db.executemany("UPDATE jobs SET webhook_due = ? WHERE id = ?", [(now + lease_seconds, i) for i in ids])
+        return ids
+
+    def record_webhook(self, job_id: str, outcome: dict | None, due_at: float | None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET webhook = COALESCE(?, webhook), webhook_due = ? WHERE id = ?",
+                       (None if outcome is None else json.dumps(outcome), due_at, job_id))
+
     # workers -------------------------------------------------------------------------------------
 
     def register_model(self, card: ModelCard, worker_id: str, ttl_seconds: float) -> None:
@@ -244,6 +268,12 @@ class SqliteJobStore:
     def models(self) -> list[ModelCard]:
         rows = self._connection().execute("SELECT card FROM workers WHERE expires > ?", (time.time(),)).fetchall()
         return merge_cards([ModelCard.model_validate_json(row[0]) for row in rows])
+
+    def last_card(self, model: str) -> ModelCard | None:
+        # expired rows stay until the next heartbeat of the same worker replaces them
+        row = self._connection().execute("SELECT card FROM workers WHERE model = ? ORDER BY expires DESC LIMIT 1",
+                                         (model,)).fetchone()
+        return None if row is None else ModelCard.model_validate_json(row[0]).model_copy(update={"workers": 0})
 
     def queued_work(self, model: str, at_floor: bool = False) -> dict[int, float]:
         return self._queued_work_sums(model)[1 if at_floor else 0]
@@ -259,7 +289,7 @@ class SqliteJobStore:
 
     def running_jobs(self, model: str) -> list[JobRecord]:
         rows = self._connection().execute(
-            "SELECT status, progress, record FROM jobs WHERE status = 'in_progress' AND model = ?", (model,)).fetchall()
+            "SELECT status, progress, record, webhook FROM jobs WHERE status = 'in_progress' AND model = ?", (model,)).fetchall()
         return [self._load(row) for row in rows]
 
     async def planner_view_async(self, model: str) -> PlannerView:
@@ -268,7 +298,7 @@ class SqliteJobStore:
 
     def active_jobs(self, model: str) -> list[JobRecord]:
         rows = self._connection().execute(
-            "SELECT status, progress, record FROM jobs WHERE status IN ('queued', 'in_progress') AND model = ?",
+            "SELECT status, progress, record, webhook FROM jobs WHERE status IN ('queued', 'in_progress') AND model = ?",
             (model,)).fetchall()
         return [self._load(row) for row in rows]
 

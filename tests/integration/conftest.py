@@ -42,7 +42,7 @@ def deployment(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     settings = dict(api_key_sha256=hash_api_key(API_KEY), webhook_secret=WEBHOOK_SECRET, poll_after_ms="100",
                     worker_heartbeat_seconds="2", webhook_backoff_seconds="0.2", data_dir=str(folder / "data"),
-                    shadow_sample_rate="1")
+                    shadow_sample_rate="1", webhook_allowed_networks="127.0.0.0/8")
     processes: dict[str, Process] = {}
     worker_metrics_port = free_port()
     if request.param == "celery":

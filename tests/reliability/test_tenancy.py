@@ -1,6 +1,6 @@
 """Tenants kept apart on a real gateway (uvicorn, Redis store, Celery queue, S3): per-key job
-visibility, rate limits and concurrent-job caps; presigned URLs that expire; secrets that never
-reach a log; CORS off unless configured."""
+visibility, rate limits and concurrent-job caps; presigned URLs that expire; CORS off unless
+configured."""
 
 import threading
 import time
@@ -10,10 +10,9 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from hsa_video.harness.stack import API_KEY, S3_SECRET, WEBHOOK_SECRET, started_stack
+from hsa_video.harness.stack import API_KEY, S3_SECRET, started_stack
 from jobs.records import JobRecord, JobSpec, JobStatus, new_job_id, output_key
 from jobs.settings import hash_api_key
-from tests.services import WebhookReceiver
 
 OTHER_KEY = "sk-reliability-other-tenant"
 THIRD_KEY = "sk-reliability-third-tenant"
@@ -116,27 +115,3 @@ def test_cors_is_off_by_default(stack):
     assert "access-control-allow-origin" not in preflight.headers
     simple = stack.http.get("/v1/models", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in simple.headers
-
-
-def test_secrets_never_reach_a_log(stack):
-    """Every secret in play — API key, S3 secret key, webhook secret — is used (a job with a signed
-    webhook, wrong keys, a presigned URL), then every process's log is searched for it."""
-    receiver = WebhookReceiver()
-    try:
-        stack.start_worker()
-        stack.wait_for_workers(2)  # the stand-in card counts as one
-        with client(stack, API_KEY) as tenant:
-            job_id = tenant.post("/v1/videos", json={"prompt": "a red circle", "size": "32x32", "steps": 4,
-                                                     "webhook_url": receiver.url}).json()["id"]
-            assert receiver.arrived.wait(60), stack.logs()
-            assert stack.wait_terminal(job_id).status == JobStatus.completed
-            assert tenant.get(f"/v1/videos/{job_id}/content").status_code == 307
-        for wrong in (API_KEY + "x", S3_SECRET, WEBHOOK_SECRET):
-            assert httpx.get(stack.base_url + "/v1/models", headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
-    finally:
-        receiver.close()
-    logs = [process.log_path.read_text(errors="replace") for process in [stack.gateway, *stack.workers]]
-    logs += [path.read_text(errors="replace") for path in stack.redis_dir.glob("*.log")]
-    assert sum(len(text) for text in logs) > 5000  # the processes did log
-    for secret in (API_KEY, S3_SECRET, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_")):
-        assert not any(secret in text for text in logs), secret

@@ -71,7 +71,7 @@ def test_health_and_readiness_need_no_key(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"job_store": "ok", "broker": "ok", "storage": "ok"}
+    assert ready.json()["checks"] == {"job_store": "ok", "broker": "ok", "storage": "ok", "workers": "ok"}
     assert ready.json()["models"] == {"i2v-only": 1, "t2v-only": 1, "tiny": 1}
 
 
@@ -87,6 +87,70 @@ def test_readiness_fails_when_storage_is_unreachable(parts):
         ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["storage"].startswith("error: OSError: disk gone")
+
+
+def test_readiness_waits_for_a_worker(tmp_path):
+    settings = ServiceSettings(data_dir=tmp_path, _env_file=None)
+    store = SqliteJobStore(settings.database_path)
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=LocalObjectStore(settings.storage_dir))
+    with TestClient(app) as client:
+        starting = client.get("/readyz")
+        assert starting.status_code == 503 and starting.json()["checks"]["workers"].startswith("error: no worker")
+        store.register_model(make_card("tiny"), "w1", ttl_seconds=600)
+        assert client.get("/readyz").status_code == 200
+
+
+def test_readiness_answers_in_two_seconds_when_a_dependency_hangs(parts):
+    import threading
+    import time
+
+    settings, store, storage = parts
+    released, pings = threading.Event(), []
+
+    class HangingStorage(LocalObjectStore):
+        def ping(self):
+            pings.append(1)
+            released.wait(60)  # an endpoint that accepts connections and never answers
+
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=HangingStorage(settings.storage_dir))
+    try:
+        with TestClient(app) as client:
+            for _ in range(3):
+                started = time.monotonic()
+                ready = client.get("/readyz")
+                assert time.monotonic() - started < 3.0
+                assert ready.status_code == 503 and ready.json()["checks"]["storage"] == "error: no answer within 2 s"
+            assert ready.json()["checks"]["job_store"] == "ok"
+            assert len(pings) == 1  # later probes wait on the same ping: no thread piles up per probe
+            released.set()
+            assert client.get("/readyz").status_code == 200
+    finally:
+        released.set()
+
+
+def test_a_create_while_the_default_model_starts_is_queued_against_its_last_card(parts):
+    settings, store, storage = parts
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=storage)
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        import time
+
+        store.register_model(make_card("tiny"), "w1", ttl_seconds=0.01)  # its worker stopped; a new one starts
+        time.sleep(0.05)
+        assert "tiny" not in {card.id for card in store.models()}
+        queued = create(client, size="32x32")
+        assert queued.status_code == 200 and queued.json()["status"] == "queued"
+        assert_error(create(client, size="64x64"), 422, "invalid_size", "size")  # validated all the same
+
+
+def test_a_create_for_a_default_model_never_seen_is_a_retryable_503(tmp_path):
+    settings = ServiceSettings(data_dir=tmp_path, default_model="wan2.1-t2v-1.3b", _env_file=None)
+    app = build_app(settings, store=SqliteJobStore(settings.database_path), queue=EmbeddedJobQueue(),
+                    storage=LocalObjectStore(settings.storage_dir))
+    with TestClient(app) as client:
+        response = create(client)
+        assert_error(response, 503, "model_starting", "model")
+        assert response.headers["retry-after"] == "5"
+        assert_error(create(client, model="ltx-2"), 404, "model_not_found", "model")
 
 
 @pytest.mark.parametrize("header, code", [(None, "missing_api_key"), ("Bearer wrong", "invalid_api_key"),
@@ -298,3 +362,31 @@ def test_the_start_up_heap_is_frozen_while_serving_and_released_after(parts):
     with TestClient(app):
         assert gc.get_freeze_count() > 10_000  # full collections skip the modules and app built at start-up
     assert gc.get_freeze_count() == 0  # a stopped app (tests build hundreds) stays collectable
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8000/metrics",  # the gateway's own metrics
+    "http://localhost:6379/",  # Redis beside it
+    "http://[::1]:9000/minio",
+    "http://169.254.169.254/latest/meta-data/",  # a cloud's metadata service
+    "http://10.0.0.5/hook",
+    "http://0x7f000001/hook",  # 127.0.0.1 spelled as a number
+])
+def test_a_webhook_to_a_non_public_address_is_refused_at_submission(client, url):
+    error = assert_error(create(client, webhook_url=url), 422, "invalid_webhook_url", "webhook_url")
+    assert "HSA_WEBHOOK_ALLOWED_NETWORKS" in error["message"] and "127.0.0.1" not in error["message"]
+
+
+def test_a_webhook_host_that_does_not_resolve_is_refused(client):
+    error = assert_error(create(client, webhook_url="http://hooks.invalid/x"), 422, "invalid_webhook_url")
+    assert "does not resolve" in error["message"]
+
+
+def test_an_allowed_network_accepts_its_webhooks(parts):
+    settings, store, storage = parts
+    settings = settings.model_copy(update={"webhook_allowed_networks": "127.0.0.0/8"})
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=storage)
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        response = create(client, webhook_url="http://127.0.0.1:9/hook", size="32x32")
+        assert response.status_code == 200, response.text
+        assert_error(create(client, webhook_url="http://10.0.0.5/hook"), 422, "invalid_webhook_url")

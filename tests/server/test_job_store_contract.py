@@ -256,16 +256,38 @@ def test_cancel_queued_job_skips_it_and_terminal_jobs_stay(store):
     assert store.cancel("video_unknown") is None
 
 
-def test_update_rewrites_a_terminal_job_without_changing_its_status(store):
+def test_update_rewrites_a_job_but_never_its_webhook_outcome(store):
     record = make_record()
     store.create(record)
     running = store.start(record.id)
     running.status = JobStatus.completed
     store.finish(running)
-    running.webhook = {"delivered": True, "attempts": 2}
+    store.record_webhook(record.id, {"delivered": True, "attempts": 2}, None)
+    running.stats["shadow_reference"] = {"psnr_db": 40.0}  # a shadow run writes while the webhook is sent
     store.update(running)
+    stored = store.get(record.id)
+    assert stored.webhook == {"delivered": True, "attempts": 2} and stored.stats["shadow_reference"]
+    assert stored.status == JobStatus.completed
+    store.record_webhook(record.id, None, 123.0)  # None: the outcome stays, the job is due again
     assert store.get(record.id).webhook == {"delivered": True, "attempts": 2}
-    assert store.get(record.id).status == JobStatus.completed
+    assert store.claim_webhooks(124.0, 60, 10) == [record.id]
+
+
+def test_the_webhook_outbox_claims_due_jobs_once_per_lease(store):
+    records = [make_record() for _ in range(3)]
+    for record in records:
+        store.create(record)
+    store.schedule_webhook(records[0].id, 100.0)
+    store.schedule_webhook(records[1].id, 200.0)
+    assert store.claim_webhooks(150.0, 60, 10) == [records[0].id]
+    assert store.claim_webhooks(150.0, 60, 10) == []  # leased until 210
+    assert store.claim_webhooks(250.0, 60, 1) == [records[1].id]  # the limit
+    assert store.claim_webhooks(250.0, 60, 10) == [records[0].id]
+    store.record_webhook(records[0].id, {"delivered": True}, None)
+    store.delete(records[1].id)
+    assert store.claim_webhooks(10_000.0, 60, 10) == []
+    store.record_webhook(records[1].id, {"delivered": True}, 1.0)  # deleted meanwhile: stays deleted
+    assert store.get(records[1].id) is None and store.claim_webhooks(10_000.0, 60, 10) == []
 
 
 def test_delete(store):

@@ -157,3 +157,23 @@ def test_unexpected_failures_keep_the_error_shape(tmp_path, failure, status, cod
     assert "a bug" not in response.text and "refused" not in response.text  # details stay in the server log
 
 
+
+
+def test_open_mode_limits_each_client_and_caps_its_active_jobs(tmp_path):
+    """No keys configured: every caller sees every job, but requests and active jobs are limited per
+    client address (a fuzzer or a script in a loop cannot queue without bound)."""
+    settings = ServiceSettings(data_dir=tmp_path, rate_limit_per_second=1, rate_limit_burst=6,
+                               max_active_jobs_per_key=2, _env_file=None)
+    store = SqliteJobStore(settings.database_path)
+    store.register_model(make_card("tiny"), "w1", ttl_seconds=600)
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=LocalObjectStore(settings.storage_dir))
+    body = {"prompt": "a red circle", "size": "32x32"}
+    with TestClient(app, client=("10.0.0.1", 5000)) as first, TestClient(app, client=("10.0.0.2", 5000)) as second:
+        assert [first.post("/v1/videos", json=body).status_code for _ in range(3)] == [200, 200, 429]
+        capped = first.post("/v1/videos", json=body)
+        assert capped.status_code == 429 and capped.json()["error"]["code"] == "too_many_active_jobs"
+        assert second.post("/v1/videos", json=body).status_code == 200  # another client: its own cap
+        assert len(second.get("/v1/videos").json()["data"]) == 3  # one tenant: everyone sees every job
+        limited = [first.get("/v1/models").status_code for _ in range(3)]
+        assert limited[-1] == 429 and first.get("/v1/models").json()["error"]["code"] == "rate_limit_exceeded"
+        assert second.get("/v1/models").status_code == 200  # its own bucket
