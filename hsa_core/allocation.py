@@ -19,6 +19,24 @@ token with divisor d fires on the steps k·d of one grid shared by all groups an
 also computes d = 2 and d = 1 — and every d_max-th step is dense. Tokens computed together see each
 other's fresh K/V; staggering instead mixes K/V of every age at every step, which costs fidelity
 (docs/benchmarks.md, Pareto, "Cache staleness").
+
+Step-level budget. The rate above is a plan's mean; how much of the remaining budget each plan gets is
+a step-level choice (``step_rates``). "even" gives every remaining step the same rate. "log_signal"
+gives step t a rate ∝ |log(1 − σ_{t+1}) − log(1 − σ_t)|^γ ≈ (Δσ_t/(1 − σ_t))^γ, clipped to
+[1/d_max, 1], with the multiplier solved so the rates still sum to the budget. That span predicts how
+much the whole latent's velocity changes over the step: on the reference trajectories of the tiny
+model the mean per-token change ‖v_t − v_{t−1}‖₁ stays close to c·Δσ_t/(1 − σ_t) from σ = 1 down to
+σ ≈ 0.3 (docs/benchmarks/pareto.md, "Where the trajectory changes"), so the budget goes where the
+trajectory bends — most at the start. Below σ ≈ 0.3 the velocity changes faster than the span says,
+but an error made there is no longer carried through a long remaining trajectory; spending by the
+span kept the benchmark's fidelity highest (by the change itself, the log-SNR span, it lost).
+γ = 0 is "even".
+
+Exact spending. A plan's divisors are solved for its mean rate, but with aligned phases a group of
+divisor d fires ⌊L/d⌋ or ⌈L/d⌉ times in a plan of L steps, by where the grid falls, so a short plan
+can spend well under (or over) rate × L. ``solve_plan`` therefore searches the rate whose plan spends
+closest to, and not over, the plan's share of the budget, counting its steps exactly (and the
+per-step extra tokens — conditioning context — that any computing step brings).
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Callable, Sequence
 
 import torch
 
@@ -90,7 +109,7 @@ def solve_divisors(
         next_rate = rates[(index - 1).clamp_min(0)]
         gain = torch.where(can_promote, next_rate - rates[index], 0.0)
         closeness = torch.where(can_promote, desired / next_rate, -1.0)
-        order = torch.argsort(closeness, descending=True)
+        order = torch.argsort(closeness, descending=True, stable=True)  # ties: the earlier token first
         cumulative = torch.cumsum(gain[order], 0)
         count = int(torch.searchsorted(cumulative, torch.tensor(deficit, dtype=torch.float64, device=device)).item())
         # take one more promotion when it lands nearer the target than stopping short does
@@ -142,3 +161,101 @@ class AllocationPlan:
         """Token evaluations this plan makes over its first ``steps`` steps."""
         counts = torch.where(self.phases < steps, (steps - 1 - self.phases) // self.divisors + 1, 0)
         return int(counts.sum())
+
+    def active_sets(self, steps: int) -> list[torch.Tensor]:
+        """For each of the plan's first ``steps`` steps, the sorted indices (into the plan's tokens) computed
+        there: one transfer to the host for the whole plan instead of one per step."""
+        offsets = torch.arange(steps, device=self.divisors.device)[:, None]  # (L, 1)
+        step, token = ((offsets - self.phases[None]) % self.divisors[None] == 0).nonzero(as_tuple=True)
+        counts = torch.bincount(step, minlength=steps).tolist()
+        return list(token.split(counts))
+
+
+def log_signal_steps(sigmas: Sequence[float]) -> list[float]:
+    """|log(1 − σ_{t+1}) − log(1 − σ_t)| for each step of a schedule: how much the log of the clean signal's
+    share of x_σ = (1 − σ)·x₀ + σ·ε grows over the step (≈ Δσ/(1 − σ)). σ = 1, where it is infinite, is
+    clamped just below."""
+    def log_signal(sigma: float) -> float:
+        return math.log(max(1.0 - sigma, 1e-6))
+
+    return [abs(log_signal(b) - log_signal(a)) for a, b in zip(sigmas, sigmas[1:])]
+
+
+def step_rates(weights: Sequence[float], total: float, min_rate: float, exponent: float = 1.0) -> list[float]:
+    """Per-step rates rₜ = clip(μ·wₜ^γ, min_rate, 1) with Σ rₜ = ``total`` (as far as the bounds allow).
+
+    weights: (T,) non-negative step weights (``log_signal_steps``); γ = ``exponent`` (0: every step alike).
+    """
+    count = len(weights)
+    if count == 0:
+        return []
+    if total <= count * min_rate:
+        return [min_rate] * count
+    if total >= count:
+        return [1.0] * count
+    powered = [max(w, 1e-12) ** exponent for w in weights]
+
+    def spent(multiplier: float) -> float:
+        return sum(min(1.0, max(min_rate, multiplier * w)) for w in powered)
+
+    # spent() rises monotonically from count·min_rate to count; bisect the multiplier in log space
+    low, high = min_rate / max(powered), 1.0 / min(powered)
+    for _ in range(100):
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if spent(middle) <= total else (low, middle)
+        if high / low < 1 + 1e-12:
+            break
+    return [min(1.0, max(min_rate, low * w)) for w in powered]
+
+
+def solve_plan(
+    scores: torch.Tensor,
+    target: float,
+    steps: int,
+    start: int,
+    divisors: tuple[int, ...],
+    rate_exponent: float,
+    phases_for: Callable[[torch.Tensor], torch.Tensor],
+    extra_per_step: int = 0,
+    priority: torch.Tensor | None = None,
+    iterations: int = 12,
+) -> AllocationPlan:
+    """The plan for steps [start, start + ``steps``) whose evaluations come closest to ``target`` without
+    exceeding it (within 0.5%, or one evaluation).
+
+    scores: (n,) the tokens' scores; ``phases_for(divisors)`` gives their phases (``assign_phases``);
+    ``extra_per_step``: tokens computed at every step that computes any of the n (conditioning context),
+    counted in the cost. When even the slowest rate costs more than ``target``, that plan is returned.
+    ``priority``: a permutation of the tokens; between tokens of equal scores the earlier one is promoted
+    first (HSA passes the most stale first, so equal scores take turns instead of favouring low indices).
+    """
+    n = scores.numel()
+    if priority is None:
+        priority = torch.arange(n, device=scores.device)
+    ordered_scores = scores[priority]
+    min_rate, max_rate = 1.0 / max(divisors), 1.0 / min(divisors)
+    offsets = torch.arange(steps, device=scores.device)[:, None]  # (L, 1)
+
+    def plan_at(rate: float) -> tuple[AllocationPlan, float]:
+        chosen = torch.empty_like(priority)
+        chosen[priority] = solve_divisors(ordered_scores, rate, divisors, rate_exponent)
+        plan = AllocationPlan(start, chosen, phases_for(chosen))
+        per_step = ((offsets - plan.phases[None]) % plan.divisors[None] == 0).sum(1)  # (L,)
+        return plan, float((per_step.sum() + extra_per_step * (per_step > 0).sum()).item())
+
+    tolerance = max(1.0, 0.005 * target)
+    low, high = min_rate, max_rate
+    rate = min(max_rate, max(min_rate, (target / steps - extra_per_step) / max(n, 1)))  # the mean-rate guess
+    feasible = None
+    for _ in range(iterations):
+        plan, cost = plan_at(rate)
+        if cost <= target:
+            if feasible is None or cost > feasible[1]:
+                feasible = (plan, cost)
+            if target - cost <= tolerance or rate >= max_rate:
+                break
+            low = rate
+        else:
+            high = rate
+        rate = (low + high) / 2
+    return feasible[0] if feasible is not None else plan_at(min_rate)[0]

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -98,7 +100,7 @@ def _bisection_divisors(scores, target_rate, divisors, rate_exponent=0.5, eps=1e
         next_rate = rates[(index - 1).clamp_min(0)]
         gain = torch.where(can_promote, next_rate - rates[index], torch.zeros(()))
         closeness = torch.where(can_promote, desired / next_rate, torch.full((), -1.0))
-        order = torch.argsort(closeness, descending=True)
+        order = torch.argsort(closeness, descending=True, stable=True)
         cumulative = torch.cumsum(gain[order], 0)
         count = int(torch.searchsorted(cumulative, torch.tensor(deficit, dtype=torch.float64)).item())
         if count < n and gain[order[count]] > 0:
@@ -185,3 +187,69 @@ def test_solving_on_cuda_matches_the_cpu(rate_exponent):
             assert torch.equal(on_cuda.cpu().sort().values, on_cpu.sort().values)
         phases = assign_phases(on_cuda, torch.randperm(n, device=cuda))
         assert phases.device.type == "cuda" and bool(((phases >= 0) & (phases < on_cuda)).all())
+
+
+def test_log_signal_steps_are_the_growth_of_log_one_minus_sigma():
+    from hsa_core.allocation import log_signal_steps
+
+    sigmas = [1.0, 0.9, 0.5, 0.0]
+    spans = log_signal_steps(sigmas)
+    assert spans[1] == pytest.approx(math.log(0.5 / 0.1)) and spans[2] == pytest.approx(math.log(1 / 0.5))
+    assert spans[0] == pytest.approx(math.log(0.1 / 1e-6))  # σ = 1 clamped: the largest span, finite
+
+
+@pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("total", [0.5, 3.0, 7.9])
+def test_step_rates_sum_to_the_budget_within_their_bounds(exponent, total):
+    from hsa_core.allocation import step_rates
+
+    weights = [5.0, 3.0, 1.0, 0.5, 0.2, 0.2, 0.1, 0.1]
+    rates = step_rates(weights, total, 1 / 16, exponent)
+    assert all(1 / 16 - 1e-12 <= r <= 1 + 1e-12 for r in rates)
+    assert sum(rates) == pytest.approx(max(total, len(weights) / 16), rel=1e-6)
+    assert rates == sorted(rates, reverse=True)  # more weight never gets less
+    if exponent == 0:
+        assert max(rates) - min(rates) < 1e-9
+    free = [r for r in rates if 1 / 16 < r < 1]  # unclipped rates are proportional to weight^exponent
+    ratios = [r / w ** exponent for r, w in zip(rates, weights) if 1 / 16 < r < 1]
+    assert len(free) < 2 or max(ratios) == pytest.approx(min(ratios), rel=1e-6)
+
+
+def test_step_rates_at_the_bounds():
+    from hsa_core.allocation import step_rates
+
+    assert step_rates([3, 1], 10.0, 0.25) == [1.0, 1.0]
+    assert step_rates([3, 1], 0.1, 0.25) == [0.25, 0.25]
+    assert step_rates([], 1.0, 0.25) == []
+
+
+@pytest.mark.parametrize("stagger", [False, True])
+@pytest.mark.parametrize("steps", [3, 4, 8])
+def test_solved_plans_spend_their_target_and_never_more(stagger, steps):
+    from hsa_core.allocation import solve_plan
+
+    generator = torch.Generator().manual_seed(5)
+    scores = torch.rand(300, generator=generator)
+    staleness = torch.randperm(300, generator=generator)
+
+    def solve(target):
+        return solve_plan(scores, target, steps, start=7, divisors=DIVISORS, rate_exponent=0.5,
+                          phases_for=lambda d: assign_phases(d, staleness, stagger, 3), priority=staleness)
+
+    for target in (0.3 * 300 * steps, 0.55 * 300 * steps, 0.9 * 300 * steps):
+        plan = solve(target)
+        sets = plan.active_sets(steps)
+        spent = sum(len(s) for s in sets)
+        assert spent == sum(int(plan.active_mask(7 + t).sum()) for t in range(steps)) == plan.evaluations(steps)
+        assert all(torch.equal(rows, plan.active_mask(7 + t).nonzero().squeeze(1)) for t, rows in enumerate(sets))
+        assert 0.97 * target <= spent <= target
+    assert solve(1.0).divisors.unique().tolist() == [16]  # below the slowest plan: the slowest plan
+
+
+def test_equal_scores_promote_the_earliest_tokens_in_priority():
+    from hsa_core.allocation import solve_plan
+
+    priority = torch.tensor([5, 4, 3, 2, 1, 0])
+    plan = solve_plan(torch.ones(6), 2 * 4, 4, start=0, divisors=(1, 2, 4), rate_exponent=0.5,
+                      phases_for=lambda d: assign_phases(d, priority, False, 0), priority=priority)
+    assert plan.divisors.tolist() == [4, 4, 4, 4, 2, 2] or plan.divisors[[5, 4]].tolist() == [2, 2]
