@@ -77,7 +77,7 @@ def test_token_evaluations_meet_the_budget_on_the_wan_model(wan_adapter, job, bu
 @pytest.mark.parametrize("budget", [0.75, 0.5, 0.25])
 def test_active_counts_are_staggered_inside_the_caching_window(budget):
     adapter, grid, noise, conditioning = gaussian_job()
-    config = HSAConfig(stagger_phases=True)
+    config = HSAConfig(stagger_phases=True, step_budget="even", final_fraction=0.05)
     result = HSASampler(budget, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
     warmup, final = config.windows(40)
     counts = torch.tensor([s.active_tokens for s in result.steps[warmup : 40 - final]], dtype=torch.float64)
@@ -88,7 +88,7 @@ def test_active_counts_are_staggered_inside_the_caching_window(budget):
 def test_without_staggering_the_load_bursts():
     """Aligned phases (the default) show the staggering test above can fail."""
     adapter, grid, noise, conditioning = gaussian_job()
-    config = HSAConfig(stagger_phases=False)
+    config = HSAConfig(stagger_phases=False, step_budget="even")
     result = HSASampler(0.25, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
     warmup, final = config.windows(40)
     counts = torch.tensor([s.active_tokens for s in result.steps[warmup : 40 - final]], dtype=torch.float64)
@@ -135,11 +135,12 @@ def test_fresh_context_oracle_changes_only_the_context():
 
 
 def test_skipped_steps_then_one_jump_equal_the_cached_euler_steps():
-    """Each token's final state is x₁ + Σ_evaluations (σ_next_eval − σ_eval)·v_eval — one jump per gap."""
+    """Under the paper's zero-order hold each token's final state is x₁ + Σ_evaluations
+    (σ_next_eval − σ_eval)·v_eval — one jump per gap."""
     adapter, grid, noise, conditioning = gaussian_job(num_tokens=256)
     recorder = Recorder(adapter)
     schedule = FlowMatchSchedule(40)
-    result = HSASampler(0.3).sample(recorder, noise, grid, conditioning, schedule)
+    result = HSASampler(0.3, HSAConfig.paper()).sample(recorder, noise, grid, conditioning, schedule)
 
     sigma_index = {float(s): i for i, s in enumerate(schedule.sigmas.tolist())}
     evaluations = [[] for _ in range(grid.num_tokens)]  # per token: (step, velocity)
@@ -189,20 +190,28 @@ def test_a_token_that_starts_moving_is_promoted_at_the_next_refresh():
     recorder = Recorder(adapter)
     grid = TokenGrid((1, 4, 1, 1, n), (1, 1, 1))
     schedule = FlowMatchSchedule(40, shift=1.0)  # σ = 0.5 at step 20, mid-window
-    HSASampler(0.35).sample(recorder, torch.randn(1, n, 4, generator=generator), grid, Conditioning(torch.ones(1)), schedule)
-    warmup, final = HSAConfig().windows(40)
-    early = torch.zeros(n)
-    late = torch.zeros(n)
-    for index, sigma, _ in recorder.calls:
-        step = schedule.sigmas.tolist().index(sigma)
-        if warmup <= step < 40 - final:
-            (early if sigma >= 0.5 else late)[index] += 1
-    early_steps = sum(1 for s in schedule.sigmas[warmup : 40 - final].tolist() if s >= 0.5)
-    late_steps = (40 - final - warmup) - early_steps
-    waking_early_rate = early[:64].mean() / early_steps
-    waking_late_rate = late[:64].mean() / late_steps
-    calm_late_rate = late[64:].mean() / late_steps
-    assert waking_late_rate > 2 * waking_early_rate
+    config = HSAConfig()
+    HSASampler(0.35, config).sample(recorder, torch.randn(1, n, 4, generator=generator), grid,
+                                    Conditioning(torch.ones(1)), schedule)
+    warmup, final = config.windows(40)
+    sigmas = schedule.sigmas.tolist()
+    steps = [(sigmas.index(sigma), index) for index, sigma, _ in recorder.calls]
+    # the waking tokens' first evaluation below σ = 0.5 shows them moving; the next re-allocation knows it
+    seen_moving = min(step for step, index in steps if sigmas[step] < 0.5 and bool((index < 64).any()))
+    promoted_from = next(t for t in range(warmup, 40 - final, config.refresh_interval) if t > seen_moving)
+    early, late = torch.zeros(n), torch.zeros(n)
+    for step, index in steps:
+        if warmup <= step < 40 - final and sigmas[step] >= 0.5:
+            early[index] += 1
+        elif promoted_from <= step < 40 - final:
+            late[index] += 1
+    early_steps = sum(1 for t in range(warmup, 40 - final) if sigmas[t] >= 0.5)
+    late_steps = 40 - final - promoted_from
+    # early, all tokens are straight lines and share the rate; once the waking tokens move they get more
+    # than twice the calm tokens' (the step-level budget sets how much each step gets, for everyone alike)
+    waking_early_rate, calm_early_rate = early[:64].mean() / early_steps, early[64:].mean() / early_steps
+    waking_late_rate, calm_late_rate = late[:64].mean() / late_steps, late[64:].mean() / late_steps
+    assert waking_early_rate < 1.5 * calm_early_rate
     assert waking_late_rate > 2 * calm_late_rate
 
 
@@ -237,16 +246,22 @@ def test_conditioning_tokens_are_bit_identical_and_computed_as_context(wan_adapt
     assert 0.9 * 0.5 <= result.token_fraction <= 1.02 * 0.5
 
 
-def test_hsa_is_close_to_the_exact_flow_on_a_closed_form_field():
-    """Sanity of the whole loop: with more budget, HSA approaches the exact ODE solution."""
+@pytest.mark.parametrize("config", [HSAConfig.paper(), HSAConfig()], ids=["paper", "default"])
+def test_hsa_is_close_to_the_exact_flow_on_a_closed_form_field(config):
+    """Sanity of the whole loop: with more budget, HSA approaches the exact ODE solution. (The extrapolated
+    update is a two-step method for skipped tokens, so at half the budget it can land as close as Euler's
+    full budget: only the zero-order hold is held to a strictly falling error.)"""
     adapter, grid, noise, conditioning = gaussian_job(num_tokens=1024)
     exact = adapter.exact_solution(noise)
     errors = {}
     for budget in (0.25, 0.5, 1.0):
-        result = HSASampler(budget).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40, shift=1.0))
+        result = HSASampler(budget, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40, shift=1.0))
         errors[budget] = (result.tokens - exact).abs().mean().item()
-    assert errors[1.0] < errors[0.5] < errors[0.25]
     assert errors[1.0] < 0.05
+    if config.skipped_update == "cached_euler":
+        assert errors[1.0] < errors[0.5] < errors[0.25]
+    else:
+        assert errors[0.5] < 1.2 * errors[1.0] and errors[0.25] < 2 * errors[1.0]
 
 
 def test_euler_converges_to_the_exact_solution_at_first_order():
@@ -290,9 +305,15 @@ def test_callback_exception_cancels_sampling():
         if stats.step == 3:
             raise Cancelled
 
+    seen = []
+
+    def record_then_cancel(stats):
+        seen.append(stats.active_tokens)
+        cancel_at_step_three(stats)
+
     with pytest.raises(Cancelled):
-        HSASampler(0.5).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40), callback=cancel_at_step_three)
-    assert adapter.evaluated_tokens == 4 * 64
+        HSASampler(0.5).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40), callback=record_then_cancel)
+    assert len(seen) == 4 and adapter.evaluated_tokens == sum(seen)  # nothing ran after step 3
 
 
 @pytest.mark.parametrize("budget", [0, -0.5, 1.01, float("nan"), float("inf"), "0.5"])
@@ -303,7 +324,8 @@ def test_budget_outside_zero_one_is_rejected(budget):
 
 def test_budget_below_what_the_schedule_allows_names_the_minimum():
     adapter, grid, noise, conditioning = gaussian_job(num_tokens=64)
-    with pytest.raises(BudgetInfeasibleError, match="below the minimum 0.2") as error:
+    minimum = HSAConfig().min_budget(40, 64)
+    with pytest.raises(BudgetInfeasibleError, match=f"below the minimum {minimum:.3f}") as error:
         HSASampler(0.05).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
     assert error.value.code == "budget_infeasible"
     assert error.value.min_budget == pytest.approx(HSAConfig().min_budget(40, 64))
@@ -363,7 +385,7 @@ def test_replan_lowers_the_remaining_budget_but_never_below_the_slowest_rate():
     warmup, final = HSAConfig().windows(40)
     assert asked == list(range(warmup, 40 - final, HSAConfig().refresh_interval))
     assert replanned.token_fraction < planned.token_fraction - 0.1
-    assert replanned.extra["replans"][0] == (12, 0.3)  # first lowered where the controller said so
+    assert replanned.extra["replans"][0] == (min(t for t in asked if t >= 12), 0.3)  # where the controller said so
     floor = HSASampler(0.8, replan=lambda step, elapsed: 0.01).sample(adapter, noise, grid, conditioning, schedule)
     assert floor.token_fraction >= HSAConfig().min_budget(40, 1024) - 0.02  # every token at its slowest rate
 
@@ -384,3 +406,120 @@ def test_full_budget_with_a_controller_matches_euler():
     controlled = HSASampler(1.0, replan=lambda step, elapsed: None).sample(adapter, noise, grid, conditioning, schedule)
     assert controlled.token_fraction == 1.0
     assert torch.allclose(controlled.tokens, euler.tokens, atol=1e-5)
+
+
+class LinearInSigmaAdapter(GaussianFlowAdapter):
+    """v(x, σ) = a + b·σ per token and channel: along any trajectory a token's velocity is a line in σ."""
+
+    def __init__(self, intercept, slope):
+        super().__init__(torch.zeros_like(intercept), torch.zeros(1, intercept.shape[1], 1))
+        self.intercept, self.slope = intercept, slope
+
+    def velocity(self, x, sigma, branch, active=None, kv_cache=None):
+        intercept, slope = (self.intercept, self.slope) if active is None else (self.intercept[:, active],
+                                                                                  self.slope[:, active])
+        self.evaluated_tokens += x.shape[0] * x.shape[1]
+        return intercept + slope * sigma.to(torch.float32).reshape(-1, 1, 1)
+
+
+def test_the_extrapolated_update_is_exact_for_velocities_linear_in_sigma():
+    """The extrapolation reads the line through a token's last two velocities at the step's σ: on a field
+    whose velocities are lines in σ, HSA at a third of the budget lands where full Euler does (when the
+    reach is not capped), while the zero-order hold does not."""
+    generator = torch.Generator().manual_seed(3)
+    n = 512
+    adapter = LinearInSigmaAdapter(torch.randn(1, n, 4, generator=generator), 5 * torch.randn(1, n, 4, generator=generator))
+    grid = TokenGrid((1, 4, 1, 1, n), (1, 1, 1))
+    noise, schedule, conditioning = torch.randn(1, n, 4, generator=generator), FlowMatchSchedule(40), Conditioning(torch.ones(1))
+    euler = EulerSampler().sample(adapter, noise, grid, conditioning, schedule).tokens
+    extrapolated = HSASampler(0.3, HSAConfig(extrapolation_limit=100.0)).sample(adapter, noise, grid, conditioning, schedule)
+    held = HSASampler(0.3, HSAConfig(skipped_update="cached_euler")).sample(adapter, noise, grid, conditioning, schedule)
+    assert extrapolated.token_fraction == pytest.approx(0.3, abs=0.005)
+    assert torch.allclose(extrapolated.tokens, euler, atol=1e-4)
+    assert (held.tokens - euler).abs().max() > 0.05
+
+
+def test_a_zero_reach_is_the_zero_order_hold():
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=512)
+    schedule = FlowMatchSchedule(40)
+    unreached = HSASampler(0.4, HSAConfig(extrapolation_limit=0.0)).sample(adapter, noise, grid, conditioning, schedule)
+    held = HSASampler(0.4, HSAConfig(skipped_update="cached_euler")).sample(adapter, noise, grid, conditioning, schedule)
+    default = HSASampler(0.4).sample(adapter, noise, grid, conditioning, schedule)
+    assert torch.equal(unreached.tokens, held.tokens)
+    assert not torch.equal(default.tokens, held.tokens)
+
+
+def test_the_paper_configuration_is_the_zero_order_hold_with_an_even_split():
+    paper = HSAConfig.paper()
+    assert (paper.skipped_update, paper.step_budget, paper.windows(40), paper.refresh_interval) == \
+        ("cached_euler", "even", (4, 2), 8)
+    assert HSAConfig.paper(rate_exponent=0.0).rate_exponent == 0.0 and HSAConfig.paper(rate_exponent=0.0).step_budget == "even"
+
+
+@pytest.mark.parametrize("budget", [0.75, 0.5, 0.3])
+def test_the_log_signal_split_spends_more_where_the_trajectory_bends(budget):
+    """Per-step evaluations follow |Δ log(1 − σ)|: the window's first third computes more than its last
+    third; an even split computes about the same in both; both meet the budget."""
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=1024)
+    counts = {}
+    for split in ("log_signal", "even"):
+        config = HSAConfig(step_budget=split)
+        result = HSASampler(budget, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(40))
+        warmup, final = config.windows(40)
+        window = [s.active_tokens for s in result.steps[warmup : 40 - final]]
+        third = len(window) // 3
+        counts[split] = (sum(window[:third]), sum(window[-third:]))
+        assert budget - 0.01 <= result.token_fraction <= budget + 1e-9
+    assert counts["log_signal"][0] > 1.3 * counts["log_signal"][1]
+    assert counts["even"][0] < 1.15 * counts["even"][1]
+
+
+@pytest.mark.parametrize("steps", [10, 20, 40])
+@pytest.mark.parametrize("num_tokens", [48, 256])
+@pytest.mark.parametrize("config", [HSAConfig(), HSAConfig.paper(), HSAConfig(stagger_phases=True)],
+                         ids=["default", "paper", "staggered"])
+def test_each_plan_spends_its_share_so_the_run_meets_the_budget(steps, num_tokens, config):
+    """A plan's divisors are searched until its exact evaluation count meets its share: aligned phases no
+    longer under-spend on short schedules (where a large-divisor group fires once or not at all)."""
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=num_tokens)
+    for budget in (0.75, 0.5):
+        result = HSASampler(budget, config).sample(adapter, noise, grid, conditioning, FlowMatchSchedule(steps))
+        assert budget - 0.02 * budget <= result.token_fraction <= budget + 1e-9
+
+
+def test_the_fresh_context_oracle_counts_the_context_a_cached_step_computes():
+    """With conditioning tokens the oracle computes everything, but counts what the cached path computes —
+    the active tokens and the context — so both land on the same budget (and, the closed-form field having no
+    attention, on the same tokens)."""
+    adapter, grid, noise, conditioning = gaussian_job(num_tokens=512)
+    frozen = torch.zeros(grid.num_tokens, dtype=torch.bool)
+    frozen[:32] = True
+    schedule = FlowMatchSchedule(40)
+    cached = HSASampler(0.4).sample(adapter, noise, grid, conditioning, schedule, frozen=frozen)
+    oracle = HSASampler(0.4, HSAConfig(context="fresh")).sample(adapter, noise, grid, conditioning, schedule,
+                                                                 frozen=frozen)
+    assert torch.equal(oracle.tokens, cached.tokens)
+    assert oracle.token_fraction == cached.token_fraction == pytest.approx(0.4, abs=0.01)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 100])
+def test_kv_forecast_keeps_the_budget_and_costs_its_layers_share_of_the_cache(wan_adapter, job, layers):
+    grid = wan_adapter.token_grid(job["latents"].shape)
+    conditioning = Conditioning(job["prompt"], job["negative"], guidance_scale=4.0)
+    x, schedule = grid.patchify(job["latents"]), FlowMatchSchedule(20)
+    plain = HSASampler(0.5).sample(wan_adapter, x, grid, conditioning, schedule)
+    forecast = HSASampler(0.5, HSAConfig(kv_forecast_layers=layers)).sample(wan_adapter, x, grid, conditioning, schedule)
+    forecast_layers = min(layers, wan_adapter.num_layers)
+    assert forecast.kv_cache_bytes == plain.kv_cache_bytes * (1 + forecast_layers / wan_adapter.num_layers)
+    assert forecast.token_fraction == pytest.approx(0.5, abs=0.01)
+    assert torch.isfinite(forecast.tokens).all() and not torch.allclose(forecast.tokens, plain.tokens)
+
+
+def test_new_config_fields_are_validated():
+    for field, value in [("skipped_update", "teleport"), ("extrapolation_limit", -1.0),
+                         ("extrapolation_limit", float("inf")), ("step_budget", "log_snr"),
+                         ("step_budget_exponent", -0.5), ("kv_forecast_layers", -1)]:
+        with pytest.raises(ConfigError, match=field):
+            HSAConfig(**{field: value})
+    with pytest.raises(ConfigError, match="kv_forecast_layers .* needs skipped_update='extrapolated'"):
+        HSAConfig(kv_forecast_layers=2, skipped_update="cached_euler")
