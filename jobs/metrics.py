@@ -141,6 +141,22 @@ class StoreCollector:
         yield from (depth, running, workers)
 
 
+def serve_on_port(port: int, store, host: str = "0.0.0.0") -> None:
+    """What ``exposition`` returns, on a port of its own (prometheus_client's server, a daemon thread)."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    if store is not None:
+        registry.register(StoreCollector(store))
+    start_http_server(port, addr=host, registry=registry)
+
+
 def exposition(store=None) -> tuple[bytes, str]:
     """The /metrics body: this process's metrics (or all processes' in multiprocess mode) plus the
     store-derived gauges."""

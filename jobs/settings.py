@@ -79,6 +79,9 @@ class ServiceSettings(BaseSettings):
     time_limit_factor: float = Field(10.0, ge=1)  # soft limit = factor × expected seconds + 60 s
     # lossless RGB H.264 (exact frames, several times larger, not played by browsers) instead of yuv420p
     video_lossless: bool = False
+    # the gateway's /metrics on a port of its own (for a Prometheus inside the network) instead of the
+    # API's port; unset: on the API's port, beside the routes
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_port: int = Field(9101, ge=0, le=65535)  # a Celery worker's /metrics; 0 turns it off
     tiny_weights: Path | None = None  # built-in tiny model weights (default: the packaged ones)
     torch_threads: int | None = None

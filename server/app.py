@@ -155,10 +155,11 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_request_bytes)
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def prometheus_metrics(request: Request) -> Response:
-        body, content_type = await run_in_threadpool(metrics.exposition, request.app.state.store)
-        return Response(body, media_type=content_type)
+    if settings.metrics_port is None:  # else `hsa-video serve` serves them on that port
+        @app.get("/metrics", tags=["health"], include_in_schema=False)
+        async def prometheus_metrics(request: Request) -> Response:
+            body, content_type = await run_in_threadpool(metrics.exposition, request.app.state.store)
+            return Response(body, media_type=content_type)
 
     @app.get("/v1/models", tags=["models"], response_model=ModelList, responses=error_responses(401, 429, 503))
     async def list_models(request: Request, api_key: ApiKey) -> ModelList:

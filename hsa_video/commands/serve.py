@@ -70,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
     elif settings.redis_url:
         log.info("gateway mode: jobs go through %s; start workers with `hsa-video worker`",
                  redact(settings.redis_url))
+    if settings.metrics_port is not None:  # one server for every gateway process (and the embedded worker)
+        from jobs import metrics
+        from jobs.settings import open_job_store_for
+
+        metrics.serve_on_port(settings.metrics_port, open_job_store_for(settings), args.host)
+        log.info("metrics on port %d (not on the API's)", settings.metrics_port)
     try:
         if args.workers > 1:
             if settings.redis_url is None:

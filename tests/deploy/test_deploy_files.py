@@ -1,6 +1,7 @@
 """Deployment files: compose validated by a real Compose v2 binary, Prometheus config and rules by
 promtool, and every metric the dashboard, the alerts and the docs name is one the code exports."""
 
+import hashlib
 import json
 import os
 import re
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {"MINIO_ROOT_USER": "hsa", "MINIO_ROOT_PASSWORD": "a-test-password", "GRAFANA_ADMIN_PASSWORD": "x"}
+SECRETS = {"MINIO_ROOT_USER": "hsa", "MINIO_ROOT_PASSWORD": "a-test-password", "GRAFANA_ADMIN_PASSWORD": "x",
+           "HSA_S3_SECRET_ACCESS_KEY": "an-app-password"}
 
 
 def compose_binary() -> str:
@@ -48,6 +50,81 @@ def test_compose_file_is_valid_and_has_the_stack():
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "--appendonly" in services["redis"]["command"]
     assert services["gateway"]["environment"]["HSA_ENVIRONMENT"] == "production"
+
+
+def compose_config(env_file: Path, *profiles: str) -> dict:
+    """``docker compose config`` as the user's ``docker compose up`` would read it: the .env file only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HSA_", "MINIO_", "GRAFANA_"))}
+    flags = [part for profile in profiles for part in ("--profile", profile)]
+    result = run(compose_binary(), "-f", "docker-compose.yml", "--env-file", str(env_file), *flags, "config",
+                 "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_init_env_writes_an_env_the_stack_starts_with_unedited(tmp_path):
+    env_file = tmp_path / ".env"
+    result = run(str(ROOT / "scripts" / "init-env"), "--out", str(env_file))
+    assert result.returncode == 0, result.stderr
+    api_key = re.search(r"\b(sk-[A-Za-z0-9_-]{40,})\b", result.stdout)[1]
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and line[0] != "#")
+    assert values["HSA_API_KEY_SHA256"] == hashlib.sha256(api_key.encode()).hexdigest()
+    assert api_key not in env_file.read_text() and oct(env_file.stat().st_mode)[-3:] == "600"
+    for secret in ("MINIO_ROOT_PASSWORD", "HSA_S3_SECRET_ACCESS_KEY", "GRAFANA_ADMIN_PASSWORD", "HSA_WEBHOOK_SECRET"):
+        assert len(values[secret]) >= 20, secret
+    assert values["MINIO_ROOT_PASSWORD"] != values["HSA_S3_SECRET_ACCESS_KEY"]
+    for profile in ("cpu", "gpu"):
+        gateway = compose_config(env_file, profile)["services"]["gateway"]["environment"]
+        assert gateway["HSA_API_KEY_SHA256"] == values["HSA_API_KEY_SHA256"]
+        # the app holds its own MinIO user, never the root one
+        assert gateway["HSA_S3_ACCESS_KEY_ID"] == values["HSA_S3_ACCESS_KEY_ID"] != values["MINIO_ROOT_USER"]
+    from jobs.settings import ServiceSettings
+
+    ServiceSettings(**{k.removeprefix("HSA_").lower(): v for k, v in gateway.items()}, _env_file=None)  # starts
+    again = run(str(ROOT / "scripts" / "init-env"), "--out", str(env_file))
+    assert again.returncode == 1 and "exists" in again.stderr  # secrets are never replaced by accident
+
+
+def test_only_the_gateway_api_is_published_beyond_loopback():
+    config = compose_config(write_env(), "cpu", "gpu")
+    published = {(name, port.get("host_ip", ""), int(port["published"]))
+                 for name, service in config["services"].items() for port in service.get("ports", [])}
+    assert published == {("gateway", "", 8000), ("minio", "127.0.0.1", 9000), ("prometheus", "127.0.0.1", 9090),
+                         ("grafana", "127.0.0.1", 3000)}
+    gateway = config["services"]["gateway"]
+    assert gateway["environment"]["HSA_METRICS_PORT"] == "9102"  # /metrics off the API's port
+
+
+def test_prometheus_scrapes_what_compose_runs_and_nothing_else():
+    config = compose_config(write_env(), "cpu", "gpu")
+    scrape = {job["job_name"]: job for job in
+              yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"]}
+    metrics_port = config["services"]["gateway"]["environment"]["HSA_METRICS_PORT"]
+    assert scrape["hsa-gateway"]["static_configs"][0]["targets"] == [f"gateway:{metrics_port}"]
+    # workers by DNS: the service of the active profile has addresses, the other none (no target down)
+    (workers,) = scrape["hsa-worker"]["dns_sd_configs"]
+    assert set(workers["names"]) == {name for name, service in config["services"].items()
+                                     if name.startswith("worker")}
+    assert workers["port"] == 9101 and "static_configs" not in scrape["hsa-worker"]
+
+
+def test_the_app_s_minio_policy_covers_its_bucket_alone():
+    policy = json.loads((ROOT / "deploy/minio/hsa-videos-policy.json").read_text())
+    resources = {resource for statement in policy["Statement"] for resource in statement["Resource"]}
+    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert resources == {"arn:aws:s3:::hsa-videos", "arn:aws:s3:::hsa-videos/*"}
+    assert not any(action.startswith("admin:") or action in ("s3:*", "s3:CreateBucket", "s3:DeleteBucket")
+                   for action in actions)
+    script = (ROOT / "deploy/minio/init.sh").read_text()
+    assert "mc admin policy attach local hsa-videos --user \"$APP_USER\"" in script
+
+
+def write_env() -> Path:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+    return folder / ".env"
 
 
 def test_the_gpu_profile_serves_hsa_model_from_hsa_weights_dir_unedited():
@@ -123,7 +200,7 @@ def test_dashboard_and_alerts_query_only_exported_metrics():
     # the host's metrics (CPU steal) come from node-exporter, which compose runs and Prometheus scrapes
     assert set(re.findall(r"\bnode_[a-z_]+\b", queries + alerts)) == {"node_cpu_seconds_total"}
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"]
-    assert "node-exporter:9100" in {target for job in scrape for config in job["static_configs"]
+    assert "node-exporter:9100" in {target for job in scrape for config in job.get("static_configs", [])
                                     for target in config["targets"]}
     assert len(dashboard["panels"]) >= 10
 
