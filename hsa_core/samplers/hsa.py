@@ -58,7 +58,6 @@ from ..allocation import AllocationPlan, assign_phases, log_signal_steps, solve_
 from ..cost_model import CostModel
 from ..errors import BudgetInfeasibleError, ConfigError
 from ..schedule import FlowMatchSchedule
-from .kv_forecast import ForecastKVCache
 from .base import (
     Conditioning,
     GuidedDenoiser,
@@ -68,6 +67,7 @@ from .base import (
     Stopwatch,
     validate_inputs,
 )
+from .kv_forecast import ForecastKVCache
 
 _CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 if hasattr(torch, "float8_e4m3fn"):  # a float8 cache where this torch build has the dtype
