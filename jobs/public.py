@@ -48,6 +48,7 @@ class VideoObject(BaseModel):
     tier: str | None
     started_at: float | None = Field(description="unix seconds, millisecond precision")
     deadline_at: int | None
+    predicted_start_at: int | None = Field(description="while queued: when the planner expects a worker to start it")
     predicted_completion_at: int | None
     sla_met: bool | None
     token_fraction: float | None
@@ -86,6 +87,7 @@ class VideoObject(BaseModel):
             tier=spec.tier,
             started_at=None if record.started_at is None else round(record.started_at, 3),
             deadline_at=_timestamp(spec.deadline_at),
+            predicted_start_at=_predicted_start(record),
             predicted_completion_at=_timestamp(record.plan.predicted_completion_at),
             sla_met=(record.completed_at <= spec.deadline_at) if completed and spec.deadline_at is not None else None,
             token_fraction=record.stats.get("token_fraction"),
@@ -99,6 +101,13 @@ class VideoObject(BaseModel):
 def video_object(record: JobRecord) -> dict[str, Any]:
     """The video object as JSON-ready data (webhook events)."""
     return VideoObject.of(record).model_dump(mode="json")
+
+
+def _predicted_start(record: JobRecord) -> int | None:
+    plan = record.plan
+    if record.status != JobStatus.queued or plan.predicted_completion_at is None or plan.predicted_service_seconds is None:
+        return None
+    return int(plan.predicted_completion_at - plan.predicted_service_seconds)
 
 
 def _timestamp(value: float | None) -> int | None:

@@ -60,6 +60,8 @@ class ServiceSettings(BaseSettings):
     rate_limit_per_second: float = Field(20.0, ge=0)
     rate_limit_burst: int = Field(40, ge=1)
     max_active_jobs_per_key: int = Field(32, ge=0)
+    # the browser playground at / (static files; it uses the public API with the caller's key)
+    playground: bool = True
     # browser origins allowed by CORS; empty (the default) installs no CORS middleware at all
     cors_allow_origins: list[str] = Field(default_factory=list)
 

@@ -9,6 +9,7 @@ job plumbing it shares with workers lives in ``jobs``::
     auth.py      API keys (hashed) and the ``ApiKey`` dependency
     limits.py    per-key rate limits (GCRA), in Redis or in process
     errors.py    the OpenAI error object and the statuses each route declares
+    static/      the browser playground served at / (plain HTML, CSS and an ES module; no build step)
 """
 
 __version__ = "0.1.0"

@@ -12,10 +12,13 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
@@ -62,6 +65,8 @@ class GatewayMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # no MIME sniffing of any answer: an upload or a prompt echoed back stays data
+                message = {**message, "headers": [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]}
             await send(message)
 
         received = 0
@@ -95,6 +100,35 @@ class GatewayMiddleware:
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
+
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def playground_csp(settings: ServiceSettings) -> str:
+    """The page loads only its own script and style, talks only to this API (and to the object store
+    that presigned downloads point at), plays only videos it fetched itself (blob:), and cannot be framed."""
+    connect = ["'self'"]
+    if settings.storage == "s3":
+        endpoint = urlsplit(settings.s3_public_endpoint_url or settings.s3_endpoint_url or "")
+        if endpoint.scheme and endpoint.netloc:
+            connect.append(f"{endpoint.scheme}://{endpoint.netloc}")
+    return "; ".join([
+        "default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' blob: data:",
+        "media-src 'self' blob:", f"connect-src {' '.join(connect)}", "form-action 'none'",
+        "frame-ancestors 'none'", "base-uri 'none'",
+    ])
+
+
+def _mount_playground(app: FastAPI, settings: ServiceSettings) -> None:
+    """The browser playground at ``/``: static files shipped in the package, using the public API."""
+    headers = {"Content-Security-Policy": playground_csp(settings), "Referrer-Policy": "no-referrer",
+               "Cache-Control": "no-cache"}
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def playground() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=headers)
 
 
 READY_CHECK_SECONDS = 2.0  # load balancers and orchestrators give a readiness probe a few seconds
@@ -154,6 +188,9 @@ def build_app(settings: ServiceSettings | None = None, *, store=None, queue=None
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_request_bytes)
+
+    if settings.playground:
+        _mount_playground(app, settings)
 
     if settings.metrics_port is None:  # else `hsa-video serve` serves them on that port
         @app.get("/metrics", tags=["health"], include_in_schema=False)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -256,24 +256,12 @@ async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_ke
     job (an earlier one for a replayed idempotency key) and whether it is new. ``images``: the request's
     first and last frames by field name."""
     settings, store, queue, storage = state.settings, state.store, state.queue, state.storage
-    card = await _find_card(state, await _live_cards(state), body.model)
     if body.webhook_url:
         await _refuse_unreachable_webhook(body.webhook_url, state.webhook_networks)
     job_id = new_job_id()
     pngs = {name: await run_in_threadpool(_normalise_image, data, name) for name, data in images.items()}
     keys = {"input_reference": input_key(job_id), "last_frame": last_frame_key(job_id)}
-    spec = resolve_request(body, card, job_id, *(keys[name] if name in pngs else None for name in IMAGE_FIELDS))
-    timing = card.shape(spec.width, spec.height, spec.num_frames).timing
-    view = await store.planner_view_async(card.id) if timing is not None else None
-    try:
-        # the workers cap an SLA budget by the load their heartbeat saw: the gateway predicts the same
-        plan = plan_at_submit(spec, timing, view, max(card.workers, 1), card.arrival_rate, time.time(),
-                              settings.time_limit_factor, card.seconds_per_step)
-    except DeadlineUnreachable as unreachable:
-        raise APIError(429, "deadline_unreachable", f"{unreachable}; retry later, relax the deadline, or send "
-                       "best_effort=true", "deadline_s", type="rate_limit_error",
-                       headers={"Retry-After": str(unreachable.retry_after)},
-                       extra={"predicted_seconds": round(unreachable.fastest_seconds, 2)}) from None
+    _, spec, plan = await _plan(state, body, job_id, *(keys[name] if name in pngs else None for name in IMAGE_FIELDS))
     record = JobRecord(spec=spec, plan=plan, owner=owner)
     record.published_at = record.created_at
 
@@ -309,6 +297,25 @@ async def _accept_job(state, body: VideoCreate, images: dict[str, bytes], api_ke
     return stored, created
 
 
+async def _plan(state, body: VideoCreate, job_id: str, input_key: str | None, last_frame_key: str | None):
+    """The model's card, the job's spec and its plan (budget, predicted completion) as of now; 404 / 422
+    for what the model does not offer, 429 ``deadline_unreachable``. Creates and dry runs share it."""
+    card = await _find_card(state, await _live_cards(state), body.model)
+    spec = resolve_request(body, card, job_id, input_key, last_frame_key)
+    timing = card.shape(spec.width, spec.height, spec.num_frames).timing
+    view = await state.store.planner_view_async(card.id) if timing is not None else None
+    try:
+        # the workers cap an SLA budget by the load their heartbeat saw: the gateway predicts the same
+        plan = plan_at_submit(spec, timing, view, max(card.workers, 1), card.arrival_rate, time.time(),
+                              state.settings.time_limit_factor, card.seconds_per_step)
+    except DeadlineUnreachable as unreachable:
+        raise APIError(429, "deadline_unreachable", f"{unreachable}; retry later, relax the deadline, or send "
+                       "best_effort=true", "deadline_s", type="rate_limit_error",
+                       headers={"Retry-After": str(unreachable.retry_after)},
+                       extra={"predicted_seconds": round(unreachable.fastest_seconds, 2)}) from None
+    return card, spec, plan
+
+
 async def _refuse_unreachable_webhook(url: str, allowed) -> None:
     """422 unless every address the URL's host resolves to is one webhooks may reach (the worker checks
     again when it delivers). The message names no address: internal names stay internal."""
@@ -327,6 +334,56 @@ async def _refuse_unreachable_webhook(url: str, allowed) -> None:
         raise APIError(422, "invalid_webhook_url", "webhook_url: not a public address (loopback, private, "
                        "link-local, multicast and reserved addresses are refused unless the operator allows "
                        "their network with HSA_WEBHOOK_ALLOWED_NETWORKS)", "webhook_url") from None
+
+
+class VideoPlanRequest(VideoCreate):
+    """``POST /v1/videos/plan``: a create's JSON body, and whether the job would bring images."""
+
+    image_to_video: bool = Field(False, description="plan it as image-to-video (an input_reference sent)")
+    last_frame: bool = Field(False, description="plan it with a last frame (first-last-frame models)")
+
+
+class VideoPlan(BaseModel):
+    """What a create would be planned as now; nothing is created, stored or queued."""
+
+    object: Literal["video.plan"] = "video.plan"
+    model: str
+    size: str
+    seconds: str
+    num_frames: int
+    steps: int
+    budget: float = Field(description="the compute budget the job would run with")
+    budget_source: Literal["explicit", "sla"]
+    min_budget: float = Field(description="the smallest budget its steps allow")
+    tier: str
+    deadline_at: int
+    best_effort: bool
+    workers: int = Field(description="live workers serving the model (0: its worker is starting)")
+    predicted_service_seconds: float | None = Field(description="on a worker, at that budget")
+    predicted_start_at: int | None
+    predicted_completion_at: int | None
+
+
+@router.post("/plan", response_model=VideoPlan, responses=error_responses(400, 401, 404, 422, 429, 503))
+async def plan_video(body: VideoPlanRequest, request: Request, api_key: ApiKey) -> VideoPlan:
+    """Dry run: the budget the planner would choose for this request now and when it would finish, from
+    the live queue, without creating a job (an HSA extension, e.g. to show before submitting)."""
+    fields = body.model_dump(exclude={"image_to_video", "last_frame"})
+    create = VideoCreate.model_validate(fields)
+    card, spec, plan = await _plan(request.app.state, create, new_job_id(),
+                                "plan/input.png" if body.image_to_video else None,
+                                "plan/last.png" if body.last_frame else None)
+    completion = plan.predicted_completion_at
+    start = None if completion is None or plan.predicted_service_seconds is None \
+        else completion - plan.predicted_service_seconds
+    return VideoPlan(model=spec.model, size=f"{spec.width}x{spec.height}", seconds=f"{spec.num_frames / spec.fps:g}",
+                     num_frames=spec.num_frames, steps=spec.steps, budget=round(plan.budget, 4),
+                     budget_source=spec.budget_source, min_budget=spec.min_budget, tier=spec.tier,
+                     deadline_at=int(spec.deadline_at), best_effort=spec.best_effort, workers=card.workers,
+                     predicted_service_seconds=None if plan.predicted_service_seconds is None
+                     else round(plan.predicted_service_seconds, 3),
+                     predicted_start_at=None if start is None else int(start),
+                     predicted_completion_at=None if completion is None else int(completion))
 
 
 @router.get("", response_model=VideoList, responses=error_responses(401, 422, 429, 503))

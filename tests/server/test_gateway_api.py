@@ -390,3 +390,40 @@ def test_an_allowed_network_accepts_its_webhooks(parts):
         response = create(client, webhook_url="http://127.0.0.1:9/hook", size="32x32")
         assert response.status_code == 200, response.text
         assert_error(create(client, webhook_url="http://10.0.0.5/hook"), 422, "invalid_webhook_url")
+
+
+def test_a_dry_run_plans_without_creating_a_job(client):
+    before = client.get("/v1/videos").json()["data"]
+    explicit = client.post("/v1/videos/plan", json={"prompt": "a red circle", "size": "32x32", "budget": 0.5})
+    assert explicit.status_code == 200, explicit.text
+    plan = explicit.json()
+    assert plan["object"] == "video.plan" and plan["budget"] == 0.5 and plan["budget_source"] == "explicit"
+    assert (plan["model"], plan["size"], plan["num_frames"], plan["steps"]) == ("tiny", "32x32", 16, 40)
+    assert plan["min_budget"] == 0.3 and plan["workers"] == 1
+    assert client.get("/v1/videos").json()["data"] == before  # nothing created
+    assert_error(client.post("/v1/videos/plan", json={"prompt": "x", "size": "1x1"}), 422, "invalid_size", "size")
+    assert_error(client.post("/v1/videos/plan", json={"prompt": "x", "model": "nope"}), 404, "model_not_found")
+    assert_error(client.post("/v1/videos/plan", json={"prompt": "x", "frobnicate": 1}), 422, "invalid_value",
+                 "frobnicate")
+    # image-to-video planned as such: the t2v-only model refuses it, as its create would
+    assert_error(client.post("/v1/videos/plan", json={"prompt": "x", "model": "t2v-only", "image_to_video": True}),
+                 422, "input_reference_unsupported")
+
+
+def test_a_dry_run_of_a_deadline_predicts_start_and_completion(tmp_path):
+    from hsa_video.harness.cards import STAND_IN_TIMING
+
+    settings = ServiceSettings(data_dir=tmp_path, _env_file=None)
+    store = SqliteJobStore(settings.database_path)
+    store.register_model(make_card("tiny", timing=STAND_IN_TIMING), "w1", ttl_seconds=600)
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=LocalObjectStore(settings.storage_dir))
+    with TestClient(app) as client:
+        relaxed = client.post("/v1/videos/plan", json={"prompt": "x", "size": "32x32", "deadline_s": 600}).json()
+        tight = client.post("/v1/videos/plan", json={"prompt": "x", "size": "32x32", "deadline_s": 1.2}).json()
+        assert relaxed["budget"] == 1.0 and relaxed["budget_source"] == "sla"
+        assert tight["min_budget"] <= tight["budget"] < 1.0  # the planner spends less to meet the deadline
+        for plan in (relaxed, tight):
+            assert plan["predicted_start_at"] <= plan["predicted_completion_at"] <= plan["deadline_at"] + 1
+        hopeless = client.post("/v1/videos/plan", json={"prompt": "x", "size": "32x32", "deadline_s": 0.01})
+        assert_error(hopeless, 429, "deadline_unreachable", "deadline_s")
+        assert client.get("/v1/videos").json()["data"] == []
