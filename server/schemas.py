@@ -79,9 +79,12 @@ class VideoCreate(BaseModel):
         return value or None
 
 
-def parse_create(fields: dict[str, Any]) -> VideoCreate:
+def parse_create(fields: dict[str, Any], strict: bool = True, schema: type[VideoCreate] = VideoCreate):
+    """``fields`` as a create body (or a body of ``schema``, a VideoCreate with more fields): JSON is held
+    to its schema's types (``false`` is no seed); form fields are text, so a multipart body
+    (``strict=False``) has its numbers parsed."""
     try:
-        return VideoCreate.model_validate(fields)
+        return schema.model_validate(fields, strict=strict)
     except ValidationError as error:
         first = error.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None

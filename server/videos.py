@@ -64,9 +64,9 @@ def _services(request: Request):
 IMAGE_FIELDS = ("input_reference", "last_frame")  # the first frame (I2V) and the last (first-last-frame models)
 
 
-async def _read_create_body(request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Fields and the images sent (``IMAGE_FIELDS`` → bytes), from JSON or multipart (the openai SDK sends
-    multipart)."""
+async def _read_create_body(request: Request) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+    """Fields, the images sent (``IMAGE_FIELDS`` → bytes) and whether the body was a form (its fields are
+    text), from JSON or multipart (the openai SDK sends multipart)."""
     content_type = request.headers.get("content-type", "")
     images: dict[str, bytes] = {}
     if content_type.startswith("multipart/form-data") or content_type.startswith("application/x-www-form-urlencoded"):
@@ -83,7 +83,7 @@ async def _read_create_body(request: Request) -> tuple[dict[str, Any], dict[str,
             else:
                 fields[name] = value
         _refuse_unencodable(fields)
-        return fields, images
+        return fields, images, True
     try:
         fields = json.loads(await request.body() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -97,7 +97,7 @@ async def _read_create_body(request: Request) -> tuple[dict[str, Any], dict[str,
         reference = fields.pop(name, None)
         if reference is not None:
             images[name] = _image_from_reference(reference, name)
-    return fields, images
+    return fields, images, False
 
 
 def _refuse_unencodable(fields: dict[str, Any]) -> None:
@@ -230,8 +230,8 @@ class DeletedVideo(BaseModel):
 async def create_video(request: Request, response: Response, api_key: ApiKey) -> VideoObject:
     """Create a video job (JSON, or multipart with image files); it is queued at once and runs on a worker."""
     try:
-        fields, images = await _read_create_body(request)
-        body = parse_create(fields)
+        fields, images, form = await _read_create_body(request)
+        body = parse_create(fields, strict=not form)
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise APIError(400, "invalid_idempotency_key",
@@ -364,12 +364,17 @@ class VideoPlan(BaseModel):
     predicted_completion_at: int | None
 
 
-@router.post("/plan", response_model=VideoPlan, responses=error_responses(400, 401, 404, 422, 429, 503))
-async def plan_video(body: VideoPlanRequest, request: Request, api_key: ApiKey) -> VideoPlan:
+@router.post("/plan", response_model=VideoPlan, responses=error_responses(400, 401, 404, 413, 422, 429, 503),
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": VideoPlanRequest.model_json_schema()}}}})
+async def plan_video(request: Request, api_key: ApiKey) -> VideoPlan:
     """Dry run: the budget the planner would choose for this request now and when it would finish, from
     the live queue, without creating a job (an HSA extension, e.g. to show before submitting)."""
-    fields = body.model_dump(exclude={"image_to_video", "last_frame"})
-    create = VideoCreate.model_validate(fields)
+    fields, images, form = await _read_create_body(request)
+    if images or form:
+        raise APIError(400, "invalid_json", "a plan takes a JSON body and no images: say image_to_video=true")
+    body = parse_create(fields, schema=VideoPlanRequest)
+    create = VideoCreate.model_validate(body.model_dump(exclude={"image_to_video", "last_frame"}))
     card, spec, plan = await _plan(request.app.state, create, new_job_id(),
                                 "plan/input.png" if body.image_to_video else None,
                                 "plan/last.png" if body.last_frame else None)

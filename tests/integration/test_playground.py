@@ -101,9 +101,10 @@ def until(driver, predicate, timeout, what):
                          f"{by_id(driver, 'notice').text!r}; console: {driver.get_log('browser')}")
 
 
-def newest_job(driver):
-    jobs = css(driver, "#jobs .job")
-    return jobs[0] if jobs else None
+def history(driver, field: str, selector: str = ".history-item") -> list[str]:
+    """One field of every history entry, read in one script: the list is re-rendered as jobs change."""
+    return driver.execute_script(
+        f"return [...document.querySelectorAll('#history {selector}')].map(e => e.{field});")
 
 
 def job_state(driver) -> dict | None:
@@ -158,8 +159,7 @@ def test_type_a_prompt_generate_and_watch_it_play(server, browser, shots):
     stats = by_id(browser, "jobs").text
     assert "Achieved compute" in stats and "Time: total" in stats
     assert css(browser, ".job-download")[0].get_attribute("href").startswith("blob:")
-    until(browser, lambda: any(state["id"] == item.get_attribute("data-video-id")
-                               for item in css(browser, "#history .history-item")), 10, "the job in the history")
+    until(browser, lambda: state["id"] in history(browser, "dataset.videoId"), 10, "the job in the history")
     shots("main", browser)
 
 
@@ -234,8 +234,8 @@ def test_a_prompt_is_text_never_markup(server, browser, shots):
     assert job_state(browser)["prompt"] == hostile
     assert not css(browser, "#jobs img, #history img")
     by_id(browser, "history-refresh").click()
-    until(browser, lambda: any(item.text.startswith(hostile) for item in css(browser, "#history .history-prompt")),
-          10, "the prompt in the history, as text")
+    until(browser, lambda: hostile in history(browser, "textContent", ".history-prompt"), 10,
+          "the prompt in the history, as text")
     assert browser.execute_script("return window.__injected") is None
     violations = [entry for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
     assert violations == []

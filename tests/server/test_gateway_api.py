@@ -233,6 +233,9 @@ def test_unknown_model_is_404_listing_the_models(client):
     ({"prompt": "x" * 2001}, "prompt_too_long", "prompt"),
     ({"frobnicate": 1}, "invalid_value", "frobnicate"),
     ({"budget": "half"}, "invalid_value", "budget"),
+    ({"seed": False}, "invalid_value", "seed"),  # JSON is held to the schema's types: false is no seed
+    ({"best_effort": 0}, "invalid_value", "best_effort"),
+    ({"steps": 40.5}, "invalid_value", "steps"),
 ])
 def test_invalid_requests_are_422_naming_the_field(client, fields, code, param):
     error = assert_error(create(client, **fields), 422, code, param)
