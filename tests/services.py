@@ -29,10 +29,11 @@ __all__ = ["ROOT", "Process", "WebhookReceiver", "free_port", "hsa_video_command
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, package: str | None = None) -> str:
+    """The binary's path; without it the test skips, or under CI fails (``package``: its Debian package)."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install -y {name})"
+        message = f"{name} is not installed (apt-get install -y {package or name})"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -6,7 +6,6 @@ README's picture (docs/images/playground.png) is the compare state's, ``playgrou
 """
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -14,19 +13,9 @@ import httpx
 import pytest
 
 from jobs.settings import hash_api_key
-from tests.services import Process, free_port, hsa_video_command, service_env, wait_until
+from tests.services import Process, free_port, hsa_video_command, require_binary, service_env, wait_until
 
 API_KEY = "sk-playground-test"
-
-
-def require(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        message = f"{binary} is not installed (apt-get install -y chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +39,7 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = require("chromium")
+    options.binary_location = require_binary("chromium")
     # no background networking: this machine's closed network refuses it, many connections at a time
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -58,7 +47,7 @@ def browser(tmp_path_factory):
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(require("chromedriver")), options=options)
+    driver = webdriver.Chrome(service=Service(require_binary("chromedriver", "chromium-driver")), options=options)
     driver.implicitly_wait(0)
     yield driver
     driver.quit()
