@@ -430,3 +430,23 @@ def test_a_dry_run_of_a_deadline_predicts_start_and_completion(tmp_path):
         hopeless = client.post("/v1/videos/plan", json={"prompt": "x", "size": "32x32", "deadline_s": 0.01})
         assert_error(hopeless, 429, "deadline_unreachable", "deadline_s")
         assert client.get("/v1/videos").json()["data"] == []
+
+
+def test_the_playground_page_has_a_strict_policy_and_can_be_turned_off(parts):
+    from server.app import playground_csp
+
+    settings, store, storage = parts
+    app = build_app(settings, store=store, queue=EmbeddedJobQueue(), storage=storage)
+    with TestClient(app) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and '<label for="prompt">Prompt</label>' in page.text
+        assert page.headers["content-security-policy"] == playground_csp(settings)
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert client.get("/static/playground.js").headers["content-type"].startswith("text/javascript")
+    # presigned downloads go to the object store: the page may fetch from there, and nowhere else
+    s3 = settings.model_copy(update={"storage": "s3", "s3_endpoint_url": "http://minio:9000",
+                                     "s3_public_endpoint_url": "https://videos.example.com/s3"})
+    assert "connect-src 'self' https://videos.example.com;" in playground_csp(s3)
+    off = settings.model_copy(update={"playground": False})
+    with TestClient(build_app(off, store=store, queue=EmbeddedJobQueue(), storage=storage)) as client:
+        assert client.get("/").status_code == 404 and client.get("/static/playground.js").status_code == 404
