@@ -445,6 +445,7 @@ def render_markdown(report: dict) -> str:
     if report.get("load"):
         lines += ["", f"Machine load (1-minute load average) at the start of the run: {report['load']['start']}, "
                       f"at the end: {report['load']['end']}."]
+    lines += render_picks(report)
     lines += render_verdicts(report)
     for match in MATCHES:
         for mode in ("t2v", "i2v"):
@@ -484,6 +485,51 @@ def render_markdown(report: dict) -> str:
     lines += ["", "Knob → time- and compute-fraction calibration (tuning prompts): see `calibration` in "
               "pareto.json. Every HSA row against every baseline: `comparisons` in pareto.json.", ""]
     return "\n".join(lines)
+
+
+PICKABLE_EXCLUDED = ("hsa_fresh_context",)  # an oracle: it computes every token at every step
+# what each method keeps besides the model, per guidance branch (L layers, N tokens, width d)
+MEMORY_NOTES = {"hsa_kv_forecast": "2 × HSA's K/V cache (4·L·N·d)", "ras": "a K/V cache (2·L·N·d)",
+                "taylorseer": "order-0 and order-1 factors of 3 modules per block (6·L·N·d)",
+                "first_block_cache": "two hidden states (2·N·d)", "mag_cache": "a hidden-state residual (N·d)",
+                "easycache": "one output per branch (N·D)", "fewer_steps": "nothing"}
+
+
+def memory_note(method: str) -> str:
+    return MEMORY_NOTES.get(method, "HSA's K/V cache (2·L·N·d)" if method.startswith("hsa") else "?")
+
+
+def curve_at(rows: list[dict], mode: str, method: str, axis: str, x: float) -> float | None:
+    """``method``'s held-out PSNR interpolated at ``axis`` fraction x (None where its points do not bracket x)."""
+    points = sorted({r[axis]: r["psnr"] for r in rows if (r["mode"], r["method"], r["split"]) ==
+                     (mode, method, "heldout")}.items())
+    if not points or not points[0][0] - SAME_FRACTION <= x <= points[-1][0] + SAME_FRACTION:
+        return None
+    return float(np.interp(x, [p[0] for p in points], [p[1] for p in points]))
+
+
+def render_picks(report: dict) -> list[str]:
+    """Which method to pick at each wall-time and compute budget, read off the held-out curves."""
+    rows = report["rows"]
+    methods = sorted({r["method"] for r in rows} - set(PICKABLE_EXCLUDED))
+    lines = ["", "## Which method to pick (this model)", "",
+             "Each method's held-out PSNR curve interpolated at the budget (a method whose measured points do "
+             "not reach that fraction is left out); the best two, and the baselines' best:", "",
+             "| mode | budget | pick | runner-up | best baseline | pick keeps, per branch |", "|---|---|---|---|---|---|"]
+    for mode in ("t2v", "i2v"):
+        for match in MATCHES:
+            for target in report["targets"][match]:
+                scores = {m: curve_at(rows, mode, m, AXIS[match], target) for m in methods}
+                scores = {m: v for m, v in scores.items() if v is not None}
+                if not scores:
+                    continue
+                ranked = sorted(scores, key=lambda m: -scores[m])
+                baselines = [m for m in ranked if is_baseline(m)]
+                runner = f"{ranked[1]} {scores[ranked[1]]:.1f} dB" if len(ranked) > 1 else "—"
+                baseline = f"{baselines[0]} {scores[baselines[0]]:.1f} dB" if baselines else "—"
+                lines.append(f"| {mode.upper()} | {match} {target:g} | **{ranked[0]}** {scores[ranked[0]]:.1f} dB | "
+                             f"{runner} | {baseline} | {memory_note(ranked[0])} |")
+    return lines
 
 
 def render_verdicts(report: dict) -> list[str]:

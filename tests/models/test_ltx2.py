@@ -9,9 +9,8 @@ every step of every guidance branch; a saved checkpoint must load by name and th
 with its soundtrack.
 """
 
-import inspect
-
 import dataclasses
+import inspect
 import json
 
 import numpy as np
