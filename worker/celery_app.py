@@ -141,7 +141,7 @@ def _import_model_code_before_forking(**_) -> None:
     import hsa_core.adapters.wan  # noqa: F401
     import hsa_core.media  # noqa: F401
     import hsa_core.models  # noqa: F401
-    import hsa_core.tiny.model  # noqa: F401
+    import hsa_core.models.tiny.model  # noqa: F401
 
     from . import pipeline, runners  # noqa: F401
 

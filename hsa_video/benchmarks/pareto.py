@@ -77,7 +77,7 @@ class Harness:
 
     @staticmethod
     def adherence(clip: np.ndarray, caption: str, image=None) -> tuple[float, dict, float | None]:
-        from hsa_core.tiny.checker import check_clip
+        from hsa_video.tiny.checker import check_clip
 
         result = check_clip(clip, caption, first_frame=image)
         scores = {a: float(getattr(result, a)) for a in ATTRIBUTES}
@@ -86,7 +86,7 @@ class Harness:
 
 def prompts(count: int, mode: str, seed: int):
     """(caption, seed, split, first frame or None) — alternating tuning / held-out."""
-    from hsa_core.tiny.domain import render, sample_spec
+    from hsa_video.tiny.domain import render, sample_spec
 
     rng = np.random.default_rng(seed)
     items = []
@@ -661,8 +661,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hsa_core import EulerSampler, HSAConfig
+    from hsa_core.models.tiny.model import WEIGHTS_DIR, TinyVideoModel
     from hsa_core.quality import clip_fidelity
-    from hsa_core.tiny.model import WEIGHTS_DIR, TinyVideoModel
 
     from .methods import DEFAULT_METHODS, METHODS, Method, MethodContext
 

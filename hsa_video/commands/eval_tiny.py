@@ -19,9 +19,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from hsa_core.tiny.evaluate import EvalSettings, evaluate, render_markdown, work_units, write_reports, write_strip
-    from hsa_core.tiny.model import WEIGHTS_DIR, TinyVideoModel
-    from hsa_core.tiny.report import write_training_report
+    from hsa_core.models.tiny.model import WEIGHTS_DIR, TinyVideoModel
+    from hsa_video.tiny.evaluate import EvalSettings, evaluate, render_markdown, work_units, write_reports, write_strip
+    from hsa_video.tiny.report import write_training_report
 
     torch.set_num_threads(args.threads)
     weights = args.weights or WEIGHTS_DIR

@@ -67,7 +67,7 @@ def run_tiny(args: argparse.Namespace) -> int:
 
     from hsa_core import ConfigError, HSASampler
     from hsa_core.media import read_image, upscale, write_mp4
-    from hsa_core.tiny.model import WEIGHTS_DIR, TinyVideoModel
+    from hsa_core.models.tiny.model import WEIGHTS_DIR, TinyVideoModel
 
     if args.model_path is not None:
         raise ConfigError("--model-path is for real checkpoints (--model <name>); the tiny model takes --weights")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
-                        help="weights directory (default: the packaged hsa_core/tiny/weights)")
+                        help="weights directory (default: the packaged hsa_core/models/tiny/weights)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run (default 60)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many transformer steps")
     parser.add_argument("--resume", action="store_true", help="continue from the weights (and state) in --out")
@@ -29,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hsa_core.tiny.model import WEIGHTS_DIR
-    from hsa_core.tiny.report import write_training_report
+    from hsa_core.models.tiny.model import WEIGHTS_DIR
+    from hsa_video.tiny.report import write_training_report
 
     args.out = args.out or WEIGHTS_DIR
-    from hsa_core.tiny.train import TrainSettings, train
+    from hsa_video.tiny.train import TrainSettings, train
 
     info = train(
         TrainSettings(

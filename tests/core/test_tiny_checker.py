@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from hsa_core.tiny.checker import check_clip
-from hsa_core.tiny.domain import (
+from hsa_video.tiny.checker import check_clip
+from hsa_video.tiny.domain import (
     BACKGROUNDS,
     COLORS,
     UNIT_VELOCITY,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hsa_core.tiny.domain import (
+from hsa_video.tiny.domain import (
     COLORS,
     FRAMES,
     HELD_OUT_BACKGROUNDS,

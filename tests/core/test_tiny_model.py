@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hsa_core import EulerSampler, HSASampler
-from hsa_core.tiny.model import TinyConfig, TinyVideoModel
-from hsa_core.tiny.text import BOS, PAD, UNK, Tokenizer, domain_vocabulary
+from hsa_core.models.tiny.model import TinyConfig, TinyVideoModel
+from hsa_core.models.tiny.text import BOS, PAD, UNK, Tokenizer, domain_vocabulary
 
 SMALL = TinyConfig(layers=1, heads=1, head_dim=24, text_layers=1, text_dim=16, autoencoder_width=16, steps=4)
 
@@ -70,7 +70,7 @@ def test_generate_t2v_and_i2v_shapes_and_frozen_first_latent(small_model):
 
 
 def test_evaluation_report_has_the_documented_shape(small_model, tmp_path):
-    from hsa_core.tiny.evaluate import ATTRIBUTES, EvalSettings, evaluate, write_reports, write_strip
+    from hsa_video.tiny.evaluate import ATTRIBUTES, EvalSettings, evaluate, write_reports, write_strip
 
     settings = EvalSettings(prompts=2, steps=4, sensitivity_prompts=1, strip_samples=1)
     report, samples = evaluate(small_model, settings)
@@ -87,7 +87,7 @@ def test_evaluation_report_has_the_documented_shape(small_model, tmp_path):
 def test_training_runs_checkpoints_and_resumes_where_it_stopped(tmp_path):
     """A few steps of both stages from scratch, then a resume: the step count, the clips seen and the
     training time carry on from the saved state, and the exported weights load."""
-    from hsa_core.tiny.train import TrainSettings, train
+    from hsa_video.tiny.train import TrainSettings, train
 
     settings = TrainSettings(out=tmp_path, max_steps=2, batch=2, autoencoder_steps=2, autoencoder_batch=4,
                              threads=1)
@@ -102,7 +102,7 @@ def test_training_runs_checkpoints_and_resumes_where_it_stopped(tmp_path):
 def test_object_loss_weights_mark_the_object_and_its_rim_only():
     """A square covering latent pixels (2..3, 2..3) exactly gets 1 + extra there; its one-pixel rim
     covers half of each edge neighbour and a quarter of each corner neighbour; the rest weighs 1."""
-    from hsa_core.tiny.train import object_loss_weights
+    from hsa_video.tiny.train import object_loss_weights
 
     masks = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
     masks[0, 1, 4:8, 4:8] = True  # frame 1 only; latent pixels are 2×2

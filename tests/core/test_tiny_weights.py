@@ -10,9 +10,9 @@ import torch
 
 from hsa_core import EulerSampler, HSASampler
 from hsa_core.media import read_mp4, write_image
-from hsa_core.tiny.checker import check_clip
-from hsa_core.tiny.domain import render, sample_spec
-from hsa_core.tiny.model import WEIGHTS_DIR, TinyVideoModel
+from hsa_core.models.tiny.model import WEIGHTS_DIR, TinyVideoModel
+from hsa_video.tiny.checker import check_clip
+from hsa_video.tiny.domain import render, sample_spec
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hsa_core.media import read_mp4, to_uint8
-from hsa_core.tiny.domain import render, sample_spec
+from hsa_video.tiny.domain import render, sample_spec
 from tests.services import WebhookReceiver, wait_until
 
 from .conftest import API_KEY, WEBHOOK_SECRET

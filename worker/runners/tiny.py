@@ -23,7 +23,7 @@ class TinyRunner:
                  timing_dir: Path | None = None):
         import torch
 
-        from hsa_core.tiny.model import WEIGHTS_DIR, TinyVideoModel
+        from hsa_core.models.tiny.model import WEIGHTS_DIR, TinyVideoModel
 
         if threads:
             torch.set_num_threads(threads)

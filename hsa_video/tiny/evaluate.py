@@ -54,7 +54,7 @@ def _summarise(results) -> dict:
 
 def evaluate(model, settings: EvalSettings, progress=None) -> tuple[dict, dict]:
     """Returns (report, samples) — samples holds a few clips for the strip image."""
-    from ..samplers.euler import EulerSampler
+    from hsa_core.samplers.euler import EulerSampler
 
     sampler = EulerSampler()
     specs = prompt_set(settings.prompts, settings.held_out_fraction, settings.seed)
@@ -150,7 +150,7 @@ def render_markdown(report: dict) -> str:
     sensitivity = report["step_sensitivity_psnr_db"]
     return f"""# Built-in tiny model: quality at {report['steps']} full steps
 
-Per-attribute accuracy measured by the automatic checker (`hsa_core/tiny/checker.py`) on
+Per-attribute accuracy measured by the automatic checker (`hsa_video/tiny/checker.py`) on
 {report['t2v']['n']} prompts, half with attribute combinations held out of training. I2V conditions on
 frame 0 of the prompt's ground-truth clip. Chance: colour 1/7, shape 1/3, direction 1/5,
 background colour 1/8, background kind 1/4.

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..schedule import shift_sigmas
+from hsa_core.models.tiny.model import WEIGHTS_DIR, TinyConfig, TinyVideoModel
+from hsa_core.schedule import shift_sigmas
+
 from .domain import object_masks, render, sample_spec
-from .model import WEIGHTS_DIR, TinyConfig, TinyVideoModel
 
 
 @dataclass

@@ -21,26 +21,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FRAMES = 16
-SIZE = 32
+from hsa_core.models.tiny.vocabulary import (  # noqa: F401  (the domain's words: re-exported for its users)
+    BACKGROUND_WORDS,
+    BACKGROUNDS,
+    COLOR_NAMES,
+    DIRECTION_WORDS,
+    DIRECTIONS,
+    FRAMES,
+    SHAPES,
+    SIZE,
+)
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (40, 80, 220),
-    "yellow": (235, 215, 40),
-    "purple": (150, 60, 190),
-    "orange": (240, 140, 30),
-    "cyan": (40, 200, 210),
-    "white": (240, 240, 240),
-}
-SHAPES = ("circle", "square", "triangle")
-DIRECTIONS = ("left", "right", "up", "down", "still")
-BACKGROUNDS = ("solid", "gradient", "stripes", "checker")
+COLORS: dict[str, tuple[int, int, int]] = dict(zip(COLOR_NAMES, [
+    (220, 40, 40), (40, 180, 60), (40, 80, 220), (235, 215, 40),
+    (150, 60, 190), (240, 140, 30), (40, 200, 210), (240, 240, 240),
+]))
 SHADE = 0.55  # patterns alternate a colour with this fraction of it
 
-BACKGROUND_WORDS = {"solid": "plain", "gradient": "gradient", "stripes": "striped", "checker": "checkered"}
-DIRECTION_WORDS = {d: f"moving {d}" for d in DIRECTIONS[:4]} | {"still": "staying still"}
 UNIT_VELOCITY = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
 
 HELD_OUT_OBJECTS = frozenset({("green", "triangle"), ("yellow", "circle"), ("purple", "square")})

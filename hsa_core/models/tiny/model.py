@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..samplers.base import Conditioning, SampleResult, StepCallback
-from ..schedule import FlowMatchSchedule
+from ...samplers.base import Conditioning, SampleResult, StepCallback
+from ...schedule import FlowMatchSchedule
 from .autoencoder import TinyAutoencoder
-from .domain import FRAMES, SIZE
 from .text import TextEncoder, Tokenizer, domain_vocabulary
+from .vocabulary import FRAMES, SIZE
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -134,7 +134,7 @@ class TinyVideoModel:
     @property
     def adapter(self):
         if self._adapter is None:
-            from ..adapters.wan import WanAdapter
+            from ...adapters.wan import WanAdapter
 
             self._adapter = WanAdapter(self.transformer)
         return self._adapter

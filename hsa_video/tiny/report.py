@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 # the floor for a useful ruler: checker accuracy at 40 full steps
 ACCEPTANCE = {"color": 0.9, "background": 0.9, "background_kind": 0.8, "direction": 0.6}
 
@@ -63,7 +62,7 @@ def _model_card(meta: dict, transformer: list[dict], autoencoder: list[dict], ev
         "general video model.",
         "",
         "## Data",
-        "Procedural clips from `hsa_core/tiny/domain.py`: 16 frames of 32×32 RGB; background solid,",
+        "Procedural clips from `hsa_video/tiny/domain.py`: 16 frames of 32×32 RGB; background solid,",
         "gradient, stripes or checker in one of 8 colours; one or two objects (circle, square, triangle) in",
         "another colour, moving left/right/up/down at 1–2 px/frame (bouncing) or staying still. Unlimited,",
         "seeded; held-out combinations never seen in training: green triangle, yellow circle, purple",

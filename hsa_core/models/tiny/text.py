@@ -14,7 +14,7 @@ import re
 import torch
 from torch import nn
 
-from .domain import BACKGROUND_WORDS, COLORS, DIRECTION_WORDS, SHAPES
+from .vocabulary import BACKGROUND_WORDS, COLOR_NAMES, DIRECTION_WORDS, SHAPES
 
 SPECIAL = ("<pad>", "<unk>", "<bos>")
 PAD, UNK, BOS = 0, 1, 2
@@ -22,7 +22,7 @@ PAD, UNK, BOS = 0, 1, 2
 
 def domain_vocabulary() -> list[str]:
     words = {"a", "an", "and", "on", "background", "moving", "staying", "still"}
-    words |= set(COLORS) | set(SHAPES) | set(BACKGROUND_WORDS.values())
+    words |= set(COLOR_NAMES) | set(SHAPES) | set(BACKGROUND_WORDS.values())
     words |= {w for phrase in DIRECTION_WORDS.values() for w in phrase.split()}
     return list(SPECIAL) + sorted(words)
 
