@@ -16,7 +16,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .kv_cache import TokenKVCache, kv_cache_bytes
-from .samplers import Conditioning, EulerSampler, HSAConfig, HSASampler, SampleResult, Sampler, StepStats
+from .samplers import Conditioning, EulerSampler, HSAConfig, HSASampler, Sampler, SampleResult, StepStats
 from .schedule import FlowMatchSchedule, shift_sigmas
 
 __version__ = "0.1.0"

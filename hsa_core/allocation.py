@@ -18,7 +18,7 @@ token with divisor d fires on the steps k·d of one grid shared by all groups an
 (anchored at the last full warm-up step), so the groups nest — a step that computes the d = 4 group
 also computes d = 2 and d = 1 — and every d_max-th step is dense. Tokens computed together see each
 other's fresh K/V; staggering instead mixes K/V of every age at every step, which costs fidelity
-(docs/benchmarks.md, Pareto, "Cache staleness").
+(docs/configuration.md, ``stagger_phases``).
 
 Step-level budget. The rate above is a plan's mean; how much of the remaining budget each plan gets is
 a step-level choice (``step_rates``). "even" gives every remaining step the same rate. "log_signal"

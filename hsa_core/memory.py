@@ -9,7 +9,7 @@ device has free, and can be halved (or quartered) with a lower-precision cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, TypeVar
 
 import torch
@@ -30,6 +30,12 @@ class KVCacheEstimate:
     width: int
     dtype: torch.dtype
     branches: int  # guidance branches (model forwards per step): each has its own cache
+    forecast_layers: int = 0  # layers whose previous rows are kept too (HSAConfig.kv_forecast_layers)
+
+    @property
+    def cached_layers(self) -> int:
+        """Layer-sized row sets held per branch: every layer once, the forecast ones twice."""
+        return self.layers + min(self.forecast_layers, self.layers)
 
     @property
     def bytes_per_value(self) -> int:
@@ -37,11 +43,13 @@ class KVCacheEstimate:
 
     @property
     def total_bytes(self) -> int:
-        return kv_cache_bytes(self.layers, self.tokens, self.width, self.dtype, self.branches)
+        return kv_cache_bytes(self.cached_layers, self.tokens, self.width, self.dtype, self.branches)
 
     def describe(self) -> str:
+        forecast = min(self.forecast_layers, self.layers)
+        layers = f"({self.layers} + {forecast} forecast) layers" if forecast else f"{self.layers} layers"
         return (
-            f"{self.layers} layers × {self.tokens} tokens × {self.width} × 2 (K, V) × {self.bytes_per_value} B "
+            f"{layers} × {self.tokens} tokens × {self.width} × 2 (K, V) × {self.bytes_per_value} B "
             f"({str(self.dtype).removeprefix('torch.')}) × {self.branches} guidance branch"
             f"{'es' if self.branches > 1 else ''} = {self.total_bytes / GIB:.2f} GiB"
         )
@@ -92,8 +100,9 @@ class KVCacheFit:
             return True
         if location == "host":
             host_room = self.host_free_bytes is None or cache_bytes <= self.host_free_bytes
-            # the cache lives on the host; one layer of it is on the device while that layer attends
-            return host_room and self.working_bytes + cache_bytes // max(1, self.estimate.layers) <= self.free_bytes
+            # the cache lives on the host; one layer of it (its forecast rows too) is on the device while it attends
+            layer_bytes = cache_bytes // max(1, self.estimate.cached_layers) * (2 if self.estimate.forecast_layers else 1)
+            return host_room and self.working_bytes + layer_bytes <= self.free_bytes
         return cache_bytes + self.working_bytes <= self.free_bytes
 
     @property
@@ -111,8 +120,12 @@ class KVCacheFit:
         cheaper = [torch.bfloat16] if estimate.bytes_per_value > 2 else []
         if hasattr(torch, "float8_e4m3fn") and estimate.bytes_per_value > 1:
             cheaper.append(torch.float8_e4m3fn)
+        if estimate.forecast_layers:
+            plain = replace(estimate, forecast_layers=0)
+            if self._fits(plain.total_bytes, self.location):
+                options.append(f"no K/V forecast (kv_forecast_layers=0: {_gib(plain.total_bytes)})")
         for dtype in cheaper:
-            smaller = KVCacheEstimate(estimate.layers, estimate.tokens, estimate.width, dtype, estimate.branches)
+            smaller = replace(estimate, dtype=dtype)
             if self._fits(smaller.total_bytes, self.location):
                 options.append(f"a {str(dtype).removeprefix('torch.')} K/V cache ({_gib(smaller.total_bytes)})")
         if self.location == "device" and self._fits(estimate.total_bytes, "host"):

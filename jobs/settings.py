@@ -105,6 +105,9 @@ class ServiceSettings(BaseSettings):
     expert_offload: bool = True
     kv_cache_dtype: Literal["bfloat16", "float16", "float32", "float8_e4m3fn"] | None = None  # default: the model's
     kv_cache_location: Literal["device", "host"] = "device"  # host: HSA's K/V cache in CPU memory
+    # forecast skipped tokens' K/V in the first k layers (HSAConfig.kv_forecast_layers); each costs one more
+    # layer of K/V cache, a number above the model's layers forecasts them all
+    kv_forecast_layers: int = Field(0, ge=0)
     # device memory the worker may use, its model included (e.g. two workers sharing a GPU); HSA's K/V
     # cache is planned within it. Default: whatever the device has free.
     memory_limit_gib: float | None = Field(None, gt=0)

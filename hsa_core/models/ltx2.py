@@ -157,7 +157,8 @@ class LTX2VideoModel(CheckpointModel):
 
     def _kv_estimate(self, video_tokens: int, config: HSAConfig, branches: int) -> KVCacheEstimate:
         return KVCacheEstimate(layers=self.adapter.num_layers, tokens=video_tokens, width=self.adapter.width,
-                               dtype=config.cache_dtype or self.adapter.dtype, branches=branches)
+                               dtype=config.cache_dtype or self.adapter.dtype, branches=branches,
+                               forecast_layers=config.kv_forecast_layers)
 
     def _working_bytes(self, video_tokens: int) -> int:
         """Transient memory of one forward, estimated by its largest activation (the video FFN's hidden layer)."""

@@ -163,7 +163,8 @@ class WanVideoModel(CheckpointModel):
     def _kv_estimate(self, tokens: int, config: HSAConfig, branches: int) -> KVCacheEstimate:
         adapter = self.adapters[0]
         return KVCacheEstimate(layers=adapter.num_layers, tokens=tokens, width=adapter.width,
-                               dtype=config.cache_dtype or adapter.dtype, branches=branches)
+                               dtype=config.cache_dtype or adapter.dtype, branches=branches,
+                               forecast_layers=config.kv_forecast_layers)
 
     def _working_bytes(self, tokens: int) -> int:
         """Transient memory of one forward, estimated by its largest activation (the FFN's hidden layer)."""

@@ -1,6 +1,6 @@
 """Samplers behind one interface: the plain Euler reference and HSA."""
 
-from .base import Conditioning, GuidanceRescale, GuidanceTerm, GuidedDenoiser, SampleResult, Sampler, StepStats
+from .base import Conditioning, GuidanceRescale, GuidanceTerm, GuidedDenoiser, Sampler, SampleResult, StepStats
 from .euler import EulerSampler
 from .hsa import HSAConfig, HSASampler
 

@@ -18,7 +18,7 @@ import threading
 
 # flag → ServiceSettings field; each is documented in docs/configuration.md under its HSA_ name
 MODEL_OPTIONS = ("model", "model_path", "sizes", "num_frames", "device", "dtype", "text_encoder", "kv_cache_dtype",
-                 "kv_cache_location", "memory_limit_gib", "expert_offload")
+                 "kv_cache_location", "kv_forecast_layers", "memory_limit_gib", "expert_offload")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +44,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="dtype of HSA's K/V cache (default: the model's; HSA_KV_CACHE_DTYPE)")
     group.add_argument("--kv-cache-location", default=None, choices=["device", "host"],
                        help="keep HSA's K/V cache on the device (default) or in host memory (HSA_KV_CACHE_LOCATION)")
+    group.add_argument("--kv-forecast-layers", type=int, default=None,
+                       help="forecast skipped tokens' K/V in the first N layers: better quality below budget 1, "
+                            "one more layer of K/V cache each; 999 forecasts every layer (default 0; "
+                            "HSA_KV_FORECAST_LAYERS)")
     group.add_argument("--memory-limit-gib", type=float, default=None,
                        help="device memory this worker may use, its model included (HSA_MEMORY_LIMIT_GIB)")
     group.add_argument("--no-expert-offload", dest="expert_offload", action="store_const", const=False, default=None,

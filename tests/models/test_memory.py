@@ -76,6 +76,22 @@ def test_a_cache_that_cannot_fit_is_refused_with_the_numbers_and_the_ways_out():
     check_kv_cache_fits(model.kv_cache_estimate(job, sampler), 0, torch.device("cpu"), free_bytes=10**6)
 
 
+def test_the_k_v_forecast_is_counted_and_running_without_it_is_offered():
+    model, job = prepared()
+    plain = 2 * 48 * 24 * 2 * 4 * 2  # 2 layers × 48 tokens × 24 × (K, V) × 4 B × 2 branches
+    one_layer = HSASampler(0.5, HSAConfig(kv_forecast_layers=1))
+    estimate = model.kv_cache_estimate(job, one_layer)
+    assert estimate.total_bytes == plain * 3 // 2  # the forecast layer's previous rows: one layer more
+    assert estimate.describe().startswith("(2 + 1 forecast) layers × 48 tokens")
+    assert model.denoise(job, one_layer).kv_cache_bytes == estimate.total_bytes
+    every_layer = HSASampler(0.5, HSAConfig(kv_forecast_layers=99))  # more than the model has: all of them
+    assert model.kv_cache_estimate(job, every_layer).total_bytes == 2 * plain
+    # 50 000 B free: the plain cache and a forward (36 864 + 12 288 B) fit, the forecast (73 728 B) does not
+    with pytest.raises(InsufficientMemoryError) as error:
+        model.denoise(job, every_layer, free_bytes=50_000)
+    assert "no K/V forecast (kv_forecast_layers=0: 0.00 GiB)" in str(error.value)
+
+
 def test_the_14b_cache_at_720p_suggests_only_what_fits():
     """Wan 14B at 1280×720×81 with CFG: 115.4 GiB in bf16, 57.7 GiB in float8 — on a GPU with 60 GiB free
     after loading, float8 does not fit either and must not be suggested."""

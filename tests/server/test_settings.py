@@ -30,6 +30,7 @@ def test_worker_model_options_read_operator_lists(monkeypatch):
     ("num_frames", "0", "num_frames must be positive"),
     ("text_encoder", "gpu", "text_encoder"),
     ("kv_cache_location", "disk", "kv_cache_location"),
+    ("kv_forecast_layers", "-1", "kv_forecast_layers"),
 ])
 def test_worker_model_options_refuse_malformed_values(name, value, message):
     with pytest.raises(ValidationError, match=message):

@@ -12,6 +12,7 @@ from jobs.storage import LocalObjectStore
 from jobs.stores.sqlite_store import SqliteJobStore
 from tests.server.conftest import make_record, make_spec
 from worker.pipeline import JobPipeline
+from worker.runners.base import InputImages
 from worker.runners.tiny import TinyRunner
 
 
@@ -32,6 +33,19 @@ def submit(store, **spec):
     record = make_record(**spec)
     store.create(record)
     return record
+
+
+def test_the_k_v_forecast_setting_reaches_the_tiny_model_s_sampler(tmp_path, monkeypatch):
+    from worker.runners import load_runner
+
+    monkeypatch.setenv("HSA_KV_FORECAST_LAYERS", "999")
+    settings = ServiceSettings(data_dir=tmp_path, torch_threads=1, _env_file=None)
+    forecasting = load_runner(settings)
+    assert forecasting.hsa_config.kv_forecast_layers == 999
+    spec = make_spec(prompt="a red circle", budget=0.5, steps=8, seed=3)
+    with_forecast = forecasting.generate(spec, 0.5, InputImages(), lambda *_: None)
+    without = TinyRunner(threads=1, timing_dir=tmp_path / "timing").generate(spec, 0.5, InputImages(), lambda *_: None)
+    assert not np.array_equal(with_forecast.frames, without.frames)  # the skipped tokens' K/V moved
 
 
 def test_tiny_card_limits(runner):

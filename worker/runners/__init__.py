@@ -54,7 +54,8 @@ def load_runner(settings: ServiceSettings) -> ModelRunner:
         from .tiny import TinyRunner
 
         return TinyRunner(weights=settings.model_path or settings.tiny_weights, threads=settings.torch_threads,
-                          sizes=settings.sizes, num_frames=settings.num_frames, timing_dir=timing_dir)
+                          sizes=settings.sizes, num_frames=settings.num_frames, timing_dir=timing_dir,
+                          kv_forecast_layers=settings.kv_forecast_layers)
     from .checkpoint import CheckpointRunner
 
     check_model_setup(settings)
@@ -62,5 +63,6 @@ def load_runner(settings: ServiceSettings) -> ModelRunner:
                             num_frames=settings.num_frames, device=settings.device, dtype=settings.dtype,
                             text_encoder=settings.text_encoder, expert_offload=settings.expert_offload,
                             kv_cache_dtype=settings.kv_cache_dtype, kv_cache_location=settings.kv_cache_location,
+                            kv_forecast_layers=settings.kv_forecast_layers,
                             memory_limit_gib=settings.memory_limit_gib, timing_dir=timing_dir,
                             threads=settings.torch_threads)

@@ -30,8 +30,8 @@ class CheckpointRunner:
     def __init__(self, name: str, path: Path, *, sizes: list[str] | None = None,
                  num_frames: list[int] | None = None, device: str | None = None, dtype: str | None = None,
                  text_encoder: str = "device", expert_offload: bool = True, kv_cache_dtype: str | None = None,
-                 kv_cache_location: str = "device", memory_limit_gib: float | None = None,
-                 timing_dir: Path | None = None, threads: int | None = None):
+                 kv_cache_location: str = "device", kv_forecast_layers: int = 0,
+                 memory_limit_gib: float | None = None, timing_dir: Path | None = None, threads: int | None = None):
         import torch
 
         from hsa_core import HSAConfig
@@ -41,7 +41,8 @@ class CheckpointRunner:
             torch.set_num_threads(threads)
         self.name, self.spec = name, get_model_spec(name)
         # validated before the weights load: a bad setting fails in a second, not after minutes of loading
-        self.hsa_config = HSAConfig(kv_cache_dtype=kv_cache_dtype, kv_cache_location=kv_cache_location)
+        self.hsa_config = HSAConfig(kv_cache_dtype=kv_cache_dtype, kv_cache_location=kv_cache_location,
+                                    kv_forecast_layers=kv_forecast_layers)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         started = time.perf_counter()
         self.model = load_model(name, path, device, getattr(torch, dtype) if dtype else None,
@@ -60,6 +61,7 @@ class CheckpointRunner:
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "kv_cache_dtype": kv_cache_dtype or str(self.model.dtype).removeprefix("torch."),
             "kv_cache_location": kv_cache_location,
+            "kv_forecast_layers": str(kv_forecast_layers),
             "text_encoder": text_encoder,
         }
         if self.spec.experts == 2:

@@ -20,11 +20,13 @@ class TinyRunner:
 
     def __init__(self, weights: Path | None = None, device: str = "cpu", threads: int | None = None,
                  sizes: list[str] | None = None, num_frames: list[int] | None = None,
-                 timing_dir: Path | None = None):
+                 timing_dir: Path | None = None, kv_forecast_layers: int = 0):
         import torch
 
+        from hsa_core import HSAConfig
         from hsa_core.models.tiny.model import WEIGHTS_DIR, TinyVideoModel
 
+        self.hsa_config = HSAConfig(kv_forecast_layers=kv_forecast_layers)
         if threads:
             torch.set_num_threads(threads)
         self.model = TinyVideoModel.load(weights or WEIGHTS_DIR).to(device)
@@ -92,12 +94,10 @@ class TinyRunner:
                                              "seconds_per_step": round(default.factor * full_step, 5)})
 
     def _static_card(self) -> ModelCard:
-        from hsa_core import HSAConfig
-
         config = self.model.config
         grid = self.model.adapter.token_grid(config.latent_shape)
         frame_tokens = int(grid.frame_mask([0]).sum())  # held clean in I2V
-        hsa = HSAConfig()
+        hsa = self.hsa_config
         min_t2v = [1.0] + [hsa.min_budget(steps, grid.num_tokens) for steps in range(1, MAX_STEPS + 1)]
         min_i2v = [1.0] + [hsa.min_budget(steps, grid.num_tokens, frozen_tokens=frame_tokens)
                            for steps in range(1, MAX_STEPS + 1)]
@@ -131,7 +131,7 @@ class TinyRunner:
             raise ValueError("the tiny model takes no last frame")
         first = None if images.first is None else image_array(images.first, config.size)
         clip, result = self.model.generate(
-            spec.prompt, HSASampler(budget, replan=replan), image=first, steps=spec.steps,
+            spec.prompt, HSASampler(budget, self.hsa_config, replan=replan), image=first, steps=spec.steps,
             guidance_scale=spec.guidance_scale, seed=spec.seed, negative_prompt=spec.negative_prompt,
             callback=lambda stats: on_step(stats.step + 1, spec.steps),
         )
