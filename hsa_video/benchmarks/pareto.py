@@ -445,6 +445,8 @@ def render_markdown(report: dict) -> str:
     if report.get("load"):
         lines += ["", f"Machine load (1-minute load average) at the start of the run: {report['load']['start']}, "
                       f"at the end: {report['load']['end']}."]
+    if report.get("notes"):  # the reading of this run, written into its JSON by whoever ran it
+        lines += ["", "## What this run says", ""] + [f"- {note}" for note in report["notes"]]
     lines += render_picks(report)
     lines += render_verdicts(report)
     for match in MATCHES:

@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_faults(args, folder: Path, s3_endpoint: str) -> dict:
+    from ..harness.processes import wait_until
     from ..harness.stack import Stack, kill_mid_job
-    from .processes import wait_until
 
     stack = Stack(folder / "faults", s3_endpoint)
     recoveries: list[float] = []
