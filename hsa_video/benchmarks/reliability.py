@@ -365,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
     json_path, md_path = args.out / "reliability.json", args.out / "reliability.md"
     # a skipped part keeps its figures from the previous report (each part records its own run)
     previous = json.loads(json_path.read_text()) if json_path.exists() else {}
-    report: dict = {"machine": _machine(), "command": "hsa-video bench reliability " + " ".join(sys.argv[3:])}
+    report: dict = {"machine": _machine(), "command": " ".join(["hsa-video bench reliability", *sys.argv[3:]])}
     report.update({part: previous[part] for part in args.skip if part in previous})
     with tempfile.TemporaryDirectory(prefix="hsa-reliability-") as temporary:
         folder = Path(temporary)
