@@ -46,7 +46,7 @@ class KVCacheEstimate:
         return kv_cache_bytes(self.cached_layers, self.tokens, self.width, self.dtype, self.branches)
 
     def describe(self) -> str:
-        forecast = min(self.forecast_layers, self.layers)
+        forecast = self.cached_layers - self.layers
         layers = f"({self.layers} + {forecast} forecast) layers" if forecast else f"{self.layers} layers"
         return (
             f"{layers} × {self.tokens} tokens × {self.width} × 2 (K, V) × {self.bytes_per_value} B "

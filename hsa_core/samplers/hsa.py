@@ -37,8 +37,8 @@ all of them — and each branch has its own K/V cache. Guidance rescaling's per-
 each skipped token's last predictions. Conditioning (frozen) tokens are never stepped, but they are
 context: at every caching-window step that computes anything they are computed too (at σ = 0, their
 velocities discarded) so their K/V follow the denoising tokens, and they count towards the budget.
-Computed at full steps only, their K/V froze at the warm-up's for the whole window, and the tiny
-model's I2V fell 17–20 dB short of fewer uniform steps (``refresh_conditioning=False``).
+Computed at full steps only (``refresh_conditioning=False``, an ablation), their K/V would stay at
+the warm-up's for the whole window while every other token copies from them.
 
 Always-active tokens (``grid.always_active``, LTX-2's audio) are computed at every step and take no
 part in the allocation. They count towards the budget like any other token: the evaluations left

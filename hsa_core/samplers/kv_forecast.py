@@ -10,8 +10,8 @@ step's σ, with the same reach as the token's velocity:
 τₙ = 0 for tokens computed at this step (their rows are fresh) and for tokens with one evaluation.
 The price is a second cache for the layers it forecasts: k of L layers cost k/L of the cache more, all
 of them double HSA's K/V memory (for Wan 2.1 14B at 480p / 81 frames in bf16, 27 GB more per branch).
-It is an option (``HSAConfig.kv_forecast_layers``: the first k layers), off by default; the first
-layers gain most per byte, their K/V being closest to a function of the token's own latent.
+It is an option (``HSAConfig.kv_forecast_layers``: the first k layers), off by default: where the
+cache already decides which sizes fit on a GPU, doubling it is the operator's call.
 """
 
 from __future__ import annotations
